@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`.
+# Both create/update .venv on their own (pip takes torch 2.14.1 from local disk).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export MKD_TEST_MODE ?=
+
+.PHONY: demo test install services lint bench clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# redis-server for the queue tests: installed with apt-get when missing. The tests
+# start their own servers on free loopback ports and stop them (tests/conftest.py).
+services:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing redis-server"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+demo: $(STAMP)
+	$(BIN)/mkd run configs/quickstart.yaml
+
+test: $(STAMP) services
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check mkdcore plugins workers tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache *.egg-info

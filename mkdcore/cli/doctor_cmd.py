@@ -1,0 +1,99 @@
+"""``mkd doctor``: can this machine run mkd jobs? Exit code 0 means yes."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+import click
+
+
+def _check(name: str, fn) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        ok, detail = fn()
+    except Exception as exc:  # doctor must report, never crash
+        ok, detail = False, f"{type(exc).__name__}: {exc}"
+    return {"check": name, "ok": ok, "detail": detail, "seconds": round(time.perf_counter() - start, 3)}
+
+
+def _python():
+    ok = sys.version_info >= (3, 11)
+    return ok, f"{platform.python_version()} ({sys.executable})"
+
+
+def _torch():
+    import torch
+
+    return True, f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+
+
+def _cuda():
+    # Runs in the doctor process only; workers never touch CUDA in their parent.
+    import torch
+
+    n = torch.cuda.device_count()
+    if n == 0:
+        return True, "no CUDA device (CPU only)"
+    names = [torch.cuda.get_device_name(i) for i in range(n)]
+    return True, f"{n} device(s): {', '.join(names)}"
+
+
+def _timm():
+    import timm
+
+    return True, f"timm {timm.__version__}, HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', 'unset')}"
+
+
+def _redis():
+    from mkdcore.jobs.broker import broker_url, ping_redis
+
+    url = broker_url()
+    ping_redis(url, timeout=1.0)
+    return True, f"reachable at {url}"
+
+
+def _plugins():
+    from mkdcore.plugins import get_manager
+
+    specs = get_manager().list_plugins()
+    kinds: dict[str, int] = {}
+    for s in specs:
+        kinds[s.kind] = kinds.get(s.kind, 0) + 1
+    ok = len(specs) > 0
+    return ok, ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no plugins loaded"
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def doctor(as_json: bool) -> None:
+    """Check python, torch, CUDA, timm, Redis and plugins.
+
+    Exit code 0: jobs can run in-process (`mkd run`); Redis is needed only for the
+    queue, so its absence is reported but fails only with --require-redis semantics
+    of `mkd submit`.
+    """
+    import json
+
+    checks = [
+        _check("python", _python),
+        _check("torch", _torch),
+        _check("cuda", _cuda),
+        _check("timm", _timm),
+        _check("plugins", _plugins),
+        _check("redis", _redis),
+    ]
+    required = {"python", "torch", "timm", "plugins"}
+    ok = all(c["ok"] for c in checks if c["check"] in required)
+    queue_ok = ok and all(c["ok"] for c in checks if c["check"] == "redis")
+    if as_json:
+        click.echo(json.dumps({"ok": ok, "queue_ok": queue_ok, "checks": checks}, indent=2))
+    else:
+        for c in checks:
+            mark = "ok  " if c["ok"] else ("FAIL" if c["check"] in required else "warn")
+            click.echo(f"[{mark}] {c['check']:8s} {c['detail']}")
+        click.echo("ready: mkd run" + (" and the queue (mkd submit)" if queue_ok else "; queue unavailable (start Redis or run `mkd up`)") if ok else "not ready")
+    raise SystemExit(0 if ok else 1)

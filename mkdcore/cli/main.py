@@ -1,0 +1,109 @@
+"""The ``mkd`` click group.
+
+Commands live one module per command (group) and are imported lazily, so ``mkd
+--help`` and ``mkd status`` do not pay for importing torch. Plugins add commands
+through the ``register_commands`` hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+import click
+
+from mkdcore import __version__
+from mkdcore.errors import MkdError
+
+#: command name -> "module:attribute"
+COMMANDS: dict[str, str] = {
+    "plugins": "mkdcore.cli.plugins_cmd:plugins",
+    "config": "mkdcore.cli.config_cmd:config",
+    "doctor": "mkdcore.cli.doctor_cmd:doctor",
+    "data": "mkdcore.cli.data_cmd:data",
+    "profile": "mkdcore.cli.profile_cmd:profile",
+    "run": "mkdcore.cli.run_cmd:run",
+    "eval": "mkdcore.cli.eval_cmd:eval_cmd",
+    "results": "mkdcore.cli.results_cmd:results",
+    "submit": "mkdcore.cli.submit_cmd:submit",
+    "worker": "mkdcore.cli.worker_cmd:worker",
+    "status": "mkdcore.cli.status_cmd:status",
+    "logs": "mkdcore.cli.logs_cmd:logs",
+    "cancel": "mkdcore.cli.cancel_cmd:cancel",
+    "retry": "mkdcore.cli.retry_cmd:retry",
+    "up": "mkdcore.cli.up_cmd:up",
+    "down": "mkdcore.cli.up_cmd:down",
+}
+
+
+def _available(spec: str) -> bool:
+    module = spec.split(":")[0]
+    return importlib.util.find_spec(module) is not None
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported only when used.
+
+    ``lazy_commands`` maps a command name to ``"module:attribute"``; a command whose
+    module does not exist (yet) is not listed.
+    """
+
+    def __init__(self, *args, lazy_commands: dict[str, str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands or {}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for name, spec in self.lazy_commands.items() if _available(spec)]
+        return sorted(set(lazy) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.commands:
+            return self.commands[name]
+        spec = self.lazy_commands.get(name)
+        if spec is None or not _available(spec):
+            return self._plugin_command(name)
+        module_name, attr = spec.split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def _plugin_command(self, name: str) -> click.Command | None:
+        return None
+
+
+class RootGroup(LazyGroup):
+    """The top-level group: built-in lazy commands plus plugin commands."""
+
+    _plugins_loaded = False
+
+    def _plugin_command(self, name: str) -> click.Command | None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            from mkdcore.plugins import get_manager
+
+            get_manager().add_commands(self)
+        return self.commands.get(name)
+
+
+@click.group(cls=RootGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="mkd")
+def cli() -> None:
+    """mkd: multi-modal knowledge distillation for lightweight few-shot action recognition.
+
+    Run an experiment in-process with `mkd run CONFIG`, or queue it on GPU workers
+    with `mkd submit CONFIG`.
+    """
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: user errors become one line on stderr, no traceback."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub
+    try:
+        cli.main(args=argv, prog_name="mkd", standalone_mode=True)
+    except MkdError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Errors that the CLI prints as one line (no traceback).
+
+Every failure a user can cause (bad config, bad data, unknown plugin, unreachable
+service) raises a subclass of :class:`MkdError` whose message names the file, field
+or value at fault. The CLI catches ``MkdError`` and prints ``error: <message>``.
+"""
+
+from __future__ import annotations
+
+
+class MkdError(Exception):
+    """A user-facing error: its message is printed alone, as one line."""
+
+    exit_code: int = 2
+
+
+class ConfigError(MkdError):
+    """A config file or override is missing, malformed or invalid."""
+
+
+class PluginError(MkdError):
+    """A plugin is unknown, registered twice, or rejects its options."""
+
+
+class DataError(MkdError):
+    """The dataset on disk does not match the layout or split files."""
+
+
+class ServiceError(MkdError):
+    """A service the command needs (Redis, a worker) cannot be reached."""
+
+    exit_code = 3
+
+
+class TrainingError(MkdError):
+    """Training cannot go on (non-finite loss, incompatible checkpoint...)."""

@@ -1,0 +1,141 @@
+"""The hooks a plugin can implement: one registration hook per extension kind.
+
+Every hook receives a ``register`` callback instead of returning values (the style of
+simonw/llm): a plugin calls it once per component it provides::
+
+    from mkdcore.hookspecs import hookimpl
+
+    @hookimpl
+    def register_heads(register):
+        register("my_head", MyHead, options=MyHeadOptions, description="...")
+
+``register(name, factory, options=None, description=None)``:
+
+* ``name``: what configs and :func:`mkdcore.api.create` use. A name ending in ``:*``
+  (e.g. ``"timm:*"``) is a wildcard: ``create("backbone", "timm:convnext_tiny")``
+  reaches it and the factory receives the matched suffix as its ``variant`` option.
+* ``factory``: a callable (often a class) called with the validated options as
+  keyword arguments.
+* ``options``: a pydantic model of the factory's options. Unknown options are errors
+  naming the option; ``None`` means the factory takes no options.
+* ``description``: one line for ``mkd plugins``; defaults to the factory's docstring.
+
+The hooks are called once, lazily, the first time a registry is needed (after every
+plugin from the ``mkd`` entry-point group has been registered with the manager).
+Two plugins that register the same name for the same kind are an error that names
+both packages. Implementations may accept fewer arguments than the spec (pluggy's
+opt-in arguments), so new arguments can be added later without breaking plugins.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol
+
+import pluggy
+
+PROJECT_NAME = "mkd"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class Register(Protocol):
+    """The callback every ``register_*`` hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        options: type | None = None,
+        description: str | None = None,
+    ) -> None: ...
+
+
+# --------------------------------------------------------------------------------------
+# Model components
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_backbones(register: Register) -> None:
+    """Register frame encoders (kind ``backbone``).
+
+    Called once when the backbone registry is first needed. A backbone factory returns
+    an ``nn.Module`` mapping frames ``(N, 3, H, W)`` to a dict with at least
+    ``"features"``: ``(N, D)`` per-frame features (and ``"features_2"`` for two-branch
+    students), and exposes ``out_dim: int``. It must never download weights: a
+    pretrained state dict comes from a local file named in its options.
+    """
+
+
+@hookspec
+def register_heads(register: Register) -> None:
+    """Register few-shot classifiers (kind ``head``).
+
+    Called once when the head registry is first needed. A head is an ``nn.Module``
+    called as ``head(support (Ns, T, D), support_labels (Ns,), queries (Nq, T, D))``
+    returning a dict with ``"logits"`` ``(Nq, W)``, column ``c`` belonging to support
+    label ``c``, plus named extras (e.g. ``"support_relations"``). Nothing may assume
+    a fixed way, shot, query count, frame count or width.
+    """
+
+
+@hookspec
+def register_fusions(register: Register) -> None:
+    """Register multi-modal fusion modules (kind ``fusion``).
+
+    Called once when the fusion registry is first needed. A fusion module maps a dict
+    ``{modality: (B, T, D)}`` (rgb first) to fused features ``(B, T, D)``. The same
+    forward is used in training and in feature extraction.
+    """
+
+
+@hookspec
+def register_distillers(register: Register) -> None:
+    """Register distillation loss recipes (kind ``distiller``).
+
+    Called once when the distiller registry is first needed. A distiller is called with
+    the student's outputs, the teacher's outputs (or ``None``) and the query labels,
+    and returns a dict of named scalar loss terms including ``"total"``.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_modalities(register: Register) -> None:
+    """Register modalities derived from RGB frames (kind ``modality``).
+
+    Called once when the modality registry is first needed. A modality factory returns
+    an object with ``name``, ``channels`` and ``derive(clip)`` which turns the RGB
+    frames of one video into one image per frame, stored in ``<root>/<name>_l8``
+    beside the RGB frames with the same file names. ``rgb`` itself is a modality.
+    """
+
+
+@hookspec
+def register_datasets(register: Register) -> None:
+    """Register dataset sources (kind ``dataset``).
+
+    Called once when the dataset registry is first needed. A dataset factory prepares
+    (or checks) a dataset root in the standard layout and returns its path, e.g. the
+    procedurally rendered ``synthetic`` dataset or a standard split such as ``ucf101``.
+    """
+
+
+# --------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``mkd`` click group.
+
+    Called once when the CLI starts, after the built-in commands are attached;
+    ``cli`` is the top-level ``click.Group``: use ``@cli.command()`` or
+    ``cli.add_command(...)``.
+    """

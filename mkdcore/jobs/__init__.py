@@ -1,0 +1,1 @@
+"""Job model, submission and status for the Celery + Redis queue."""

@@ -1,0 +1,149 @@
+"""The plugin manager: loads the ``mkd`` entry-point group and builds registries.
+
+Built-in plugins (``plugins/``) are registered through the same ``mkd`` entry-point
+group as third-party packages, so they get no special treatment (dogfooding, as
+datasette and llm do). Environment variables, as in datasette and llm:
+
+* ``MKD_LOAD_PLUGINS=a,b``: load only the entry points named ``a`` and ``b``
+  (an empty value loads none);
+* ``MKD_TRACE_PLUGINS=1``: print every hook call, its implementations and results
+  to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from importlib.metadata import entry_points
+from typing import Any, Callable
+
+import pluggy
+
+from mkdcore import hookspecs
+from mkdcore.errors import PluginError
+from mkdcore.registry import HOOK_OF_KIND, PluginSpec, Registry, describe
+
+ENTRY_POINT_GROUP = "mkd"
+
+
+class PluginManager:
+    """A pluggy manager plus the component registry built from its hooks."""
+
+    def __init__(self, load_entrypoints: bool = True) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        self._registry: Registry | None = None
+        self._sources: dict[str, tuple[str, str]] = {}  # plugin name -> (package, version)
+        if os.environ.get("MKD_TRACE_PLUGINS"):
+            self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
+        if load_entrypoints:
+            self.load_entrypoints()
+        self.pm.check_pending()
+
+    # ---------------------------------------------------------------- loading
+    def load_entrypoints(self) -> None:
+        wanted = os.environ.get("MKD_LOAD_PLUGINS")
+        only = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            if only is not None and ep.name not in only:
+                continue
+            if self.pm.get_plugin(ep.name) is not None:
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # a broken third-party plugin must say who it is
+                dist = ep.dist.name if ep.dist else "?"
+                raise PluginError(f"plugin {ep.name!r} from package {dist} failed to load: {exc}") from exc
+            dist_name = ep.dist.name if ep.dist else "unknown"
+            dist_version = ep.dist.version if ep.dist else "?"
+            self.register(module, name=ep.name, package=dist_name, version=dist_version)
+
+    def register(self, plugin: Any, name: str | None = None, package: str | None = None, version: str = "") -> str:
+        """Register a module or object as a plugin (tests and inline plugins use this)."""
+        plugin_name = self.pm.register(plugin, name=name)
+        if plugin_name is None:
+            raise PluginError(f"plugin {name or plugin!r} is already registered")
+        pkg = package or getattr(plugin, "__name__", None) or type(plugin).__name__
+        self._sources[plugin_name] = (pkg, version)
+        self._registry = None
+        self.pm.check_pending()
+        return plugin_name
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._sources.pop(name, None)
+        self._registry = None
+
+    # ---------------------------------------------------------------- registry
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            self._registry = self._build_registry()
+        return self._registry
+
+    def _build_registry(self) -> Registry:
+        registry = Registry()
+        for kind, hook_name in HOOK_OF_KIND.items():
+            hook = getattr(self.pm.hook, hook_name)
+            # Call each implementation with its own ``register`` so that every
+            # component knows which plugin (and package) provided it.
+            for impl in reversed(hook.get_hookimpls()):
+                register = self._make_register(registry, kind, impl.plugin_name)
+                if os.environ.get("MKD_TRACE_PLUGINS"):
+                    print(f"mkd: {hook_name} -> {impl.plugin_name}", file=sys.stderr)
+                impl.function(**{arg: register for arg in impl.argnames})
+        return registry
+
+    def _make_register(self, registry: Registry, kind: str, plugin_name: str) -> Callable[..., None]:
+        package, version = self._sources.get(plugin_name, (plugin_name, ""))
+
+        def register(name: str, factory: Callable[..., Any], options: type | None = None, description: str | None = None) -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {plugin_name!r} registered a {kind} with an invalid name {name!r}")
+            registry.add(
+                PluginSpec(
+                    kind=kind,
+                    name=name,
+                    factory=factory,
+                    options=options,
+                    description=describe(factory, description),
+                    plugin=plugin_name,
+                    package=package,
+                    version=version,
+                )
+            )
+
+        return register
+
+    def add_commands(self, cli: Any) -> None:
+        self.pm.hook.register_commands(cli=cli)
+
+    def list_plugins(self, kind: str | None = None) -> list[PluginSpec]:
+        specs = [s for k, table in self.registry.entries.items() if kind in (None, k) for s in table.values()]
+        return sorted(specs, key=lambda s: (s.kind, s.name))
+
+
+def _trace_before(hook_name: str, hook_impls: list, kwargs: dict) -> None:
+    print(f"mkd: hook {hook_name} -> {[i.plugin_name for i in hook_impls]}", file=sys.stderr)
+
+
+def _trace_after(outcome: Any, hook_name: str, hook_impls: list, kwargs: dict) -> None:
+    print(f"mkd: hook {hook_name} returned {outcome.get_result()!r}", file=sys.stderr)
+
+
+_manager: PluginManager | None = None
+
+
+def get_manager() -> PluginManager:
+    """The process-wide manager, created on first use."""
+    global _manager
+    if _manager is None:
+        _manager = PluginManager()
+    return _manager
+
+
+def set_manager(manager: PluginManager | None) -> PluginManager | None:
+    """Swap the process-wide manager (tests); returns the previous one."""
+    global _manager
+    previous, _manager = _manager, manager
+    return previous

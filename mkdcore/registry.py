@@ -1,0 +1,149 @@
+"""Named component registries filled by the ``register_*`` hooks.
+
+Each registered component is a :class:`PluginSpec`: a factory plus the pydantic
+model of its options and where it came from (package and version), so errors and
+``mkd plugins`` can say who provides what.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from pydantic import BaseModel, ValidationError
+
+from mkdcore.errors import PluginError
+
+KINDS: tuple[str, ...] = ("backbone", "head", "fusion", "distiller", "modality", "dataset")
+
+#: hook name for each kind
+HOOK_OF_KIND: dict[str, str] = {
+    "backbone": "register_backbones",
+    "head": "register_heads",
+    "fusion": "register_fusions",
+    "distiller": "register_distillers",
+    "modality": "register_modalities",
+    "dataset": "register_datasets",
+}
+
+WILDCARD_SUFFIX = ":*"
+
+
+@dataclass(frozen=True)
+class PluginSpec:
+    """One registered component."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type[BaseModel] | None
+    description: str
+    plugin: str
+    package: str
+    version: str
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.name.endswith(WILDCARD_SUFFIX)
+
+    def options_summary(self) -> str:
+        """``name=default, ...`` of the options model, for listings."""
+        if self.options is None:
+            return ""
+        parts = []
+        for key, info in self.options.model_fields.items():
+            default = "required" if info.is_required() else repr(info.get_default(call_default_factory=True))
+            parts.append(f"{key}={default}")
+        return ", ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "package": self.package,
+            "version": self.version,
+            "plugin": self.plugin,
+            "description": self.description,
+            "options": self.options.model_json_schema() if self.options else None,
+            "options_summary": self.options_summary(),
+        }
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming every bad field by its dotted path."""
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        path = f"{prefix}.{loc}" if prefix and loc else (prefix or loc)
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{path}: {msg}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Registry:
+    """All components of one plugin manager, by kind then name."""
+
+    entries: dict[str, dict[str, PluginSpec]] = field(default_factory=lambda: {k: {} for k in KINDS})
+
+    def add(self, spec: PluginSpec) -> None:
+        table = self.entries.setdefault(spec.kind, {})
+        if spec.name in table:
+            other = table[spec.name]
+            raise PluginError(
+                f"{spec.kind} {spec.name!r} is registered twice: by {other.package} "
+                f"(plugin {other.plugin}) and by {spec.package} (plugin {spec.plugin})"
+            )
+        table[spec.name] = spec
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.entries.get(kind, {}))
+
+    def resolve(self, kind: str, name: str) -> tuple[PluginSpec, dict[str, Any]]:
+        """The spec for ``name`` and the options implied by the name (wildcards)."""
+        if kind not in self.entries:
+            raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+        table = self.entries[kind]
+        if name in table and not table[name].is_wildcard:
+            return table[name], {}
+        if ":" in name:
+            prefix, _, variant = name.partition(":")
+            spec = table.get(prefix + WILDCARD_SUFFIX)
+            if spec is not None and variant:
+                return spec, {"variant": variant}
+        known = ", ".join(self.names(kind)) or "(none)"
+        raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+
+    def get(self, kind: str, name: str) -> PluginSpec:
+        return self.resolve(kind, name)[0]
+
+    def validate_options(self, kind: str, name: str, options: dict[str, Any] | None, where: str = "") -> BaseModel | None:
+        """Validate ``options`` with the plugin's own model; errors name the path."""
+        spec, implied = self.resolve(kind, name)
+        options = {**implied, **(options or {})}
+        label = where or f"{kind} {name!r} options"
+        if spec.options is None:
+            if options:
+                raise PluginError(f"{label}: {kind} {name!r} takes no options, got {sorted(options)}")
+            return None
+        try:
+            return spec.options.model_validate(options)
+        except ValidationError as err:
+            raise PluginError(f"{label}: {format_validation_error(err)}") from None
+
+    def create(self, kind: str, name: str, **options: Any) -> Any:
+        """Build a component with its options validated by its own model."""
+        spec, _ = self.resolve(kind, name)
+        validated = self.validate_options(kind, name, options)
+        kwargs = {} if validated is None else {k: getattr(validated, k) for k in type(validated).model_fields}
+        return spec.factory(**kwargs)
+
+
+def describe(factory: Callable[..., Any], description: str | None) -> str:
+    if description:
+        return description
+    doc = inspect.getdoc(factory) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""

@@ -1,0 +1,1 @@
+"""Built-in mkd plugins, registered through the ``mkd`` entry-point group like any other."""

@@ -1,0 +1,50 @@
+"""Shared fixtures: an isolated plugin manager per test, offline hubs, tmp runs."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MKD_TEST_MODE", "1")
+
+from pydantic import BaseModel  # noqa: E402
+
+from mkdcore import plugins as plugin_module  # noqa: E402
+from mkdcore.hookspecs import hookimpl  # noqa: E402
+
+
+class ThrowawayOptions(BaseModel):
+    model_config = {"extra": "forbid"}
+    scale: float = 1.0
+
+
+class Throwaway:
+    """A component that exists only in the tests."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+
+def make_throwaway_plugin() -> types.ModuleType:
+    mod = types.ModuleType("mkd_throwaway_plugin")
+
+    @hookimpl
+    def register_heads(register):
+        register("throwaway", Throwaway, options=ThrowawayOptions)
+
+    mod.register_heads = register_heads
+    return mod
+
+
+@pytest.fixture
+def plugin_manager():
+    """A fresh manager (entry points loaded) plus a throwaway plugin, swapped in
+    as the process-wide manager for the duration of the test."""
+    manager = plugin_module.PluginManager()
+    manager.register(make_throwaway_plugin(), name="throwaway", package="tests")
+    previous = plugin_module.set_manager(manager)
+    yield manager
+    plugin_module.set_manager(previous)

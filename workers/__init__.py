@@ -1,0 +1,1 @@
+"""Celery app and GPU workers for the mkd job queue."""
