@@ -1,0 +1,1 @@
+"""Built-in plugin `backbones_timm` (being written: registers nothing yet)."""

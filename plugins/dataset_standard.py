@@ -1,0 +1,1 @@
+"""Built-in plugin `dataset_standard` (being written: registers nothing yet)."""

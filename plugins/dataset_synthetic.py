@@ -1,0 +1,1 @@
+"""Built-in plugin `dataset_synthetic` (being written: registers nothing yet)."""

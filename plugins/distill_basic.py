@@ -1,0 +1,1 @@
+"""Built-in plugin `distill_basic` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `distill_d2m` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `fusion_mfm` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `heads_baseline` (being written: registers nothing yet)."""

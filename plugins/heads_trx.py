@@ -1,0 +1,1 @@
+"""Built-in plugin `heads_trx` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `modality_depth` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `modality_flow` (being written: registers nothing yet)."""

@@ -1,0 +1,1 @@
+"""Built-in plugin `modality_rgb` (being written: registers nothing yet)."""

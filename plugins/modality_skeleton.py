@@ -1,0 +1,1 @@
+"""Built-in plugin `modality_skeleton` (being written: registers nothing yet)."""
