@@ -1,0 +1,352 @@
+"""The episodic training loop shared by every training stage.
+
+One *task* is one episode; gradients are accumulated over ``tasks_per_batch`` tasks
+before one optimiser step (the Lite-MKD recipe). Everything needed to continue a run
+exactly (model, optimiser, scheduler, GradScaler, RNG states, task counter, best
+validation) is checkpointed at optimiser-step boundaries, so a resumed run performs
+the same steps and logs the same metrics as an uninterrupted one with the same seed:
+episode ``i`` depends only on ``(seed, i)`` (see :func:`task_seed`), never on how many
+tasks ran in this process.
+
+Safety: a non-finite loss stops training with :class:`TrainingError` and leaves the
+last good checkpoint in place; SIGTERM (e.g. ``mkd cancel``) writes a checkpoint at
+the next task boundary and exits with code 143.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from mkdcore.config import TrainingConfig
+from mkdcore.errors import TrainingError
+from mkdcore.progress import ProgressReporter
+
+CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"
+
+
+def task_seed(seed: int, task: int, stream: int = 0) -> int:
+    """A seed for task ``task`` that does not depend on process history."""
+    return int(np.random.SeedSequence([seed, stream, task]).generate_state(1)[0])
+
+
+def build_optimizer(params, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainingConfig, task: int, step: int) -> float:
+    """Learning-rate multiplier after ``task`` tasks / ``step`` optimiser steps.
+
+    The schedule's unit is explicit (``schedule.unit``): the original Lite-MKD code
+    steps its MultiStepLR every task, so milestones [20000, 40000] count tasks.
+    """
+    s = cfg.schedule
+    t = task if s.unit == "tasks" else step
+    total = cfg.tasks if s.unit == "tasks" else math.ceil(cfg.tasks / cfg.tasks_per_batch)
+    factor = 1.0
+    if s.warmup and t < s.warmup:
+        factor = (t + 1) / s.warmup
+    if s.kind == "multistep":
+        factor *= s.gamma ** sum(1 for m in s.milestones if t >= m)
+    elif s.kind == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * min(t, total) / max(total, 1)))
+    return factor
+
+
+@dataclass
+class StepOutput:
+    """What a task's forward returns to the engine."""
+
+    loss: torch.Tensor
+    terms: dict[str, float] = field(default_factory=dict)
+    correct: int = 0
+    total: int = 0
+
+
+@dataclass
+class TrainResult:
+    tasks: int
+    steps: int
+    best_val: float | None
+    best_task: int | None
+    resumed_from: int
+    seconds: float
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Checkpoints hold tensors, numbers, strings and RNG states only."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+class _Terminator:
+    """Turns SIGTERM into a flag checked at task boundaries."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> "_Terminator":
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread (e.g. tests driving the engine in a thread)
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+class Terminated(Exception):
+    """Raised after a checkpoint was written because SIGTERM arrived."""
+
+
+class EpisodicTrainer:
+    """Train ``model`` on episodes with the recipe in ``cfg``.
+
+    ``step_fn(task_index, model) -> StepOutput`` runs one episode forward (the caller
+    builds the episode from ``task_seed(cfg.seed, task_index)``); ``validate_fn(model)
+    -> float`` returns validation accuracy on the *val* split (model selection never
+    looks at the test split).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: TrainingConfig,
+        stage_dir: Path,
+        device: torch.device,
+        step_fn: Callable[[int, torch.nn.Module], StepOutput],
+        validate_fn: Callable[[torch.nn.Module], float] | None = None,
+        progress: ProgressReporter | None = None,
+        stage_name: str = "train",
+        parameters: Iterator[torch.nn.Parameter] | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.dir = Path(stage_dir)
+        self.ckpt_dir = self.dir / "checkpoints"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path = self.dir / "metrics.jsonl"
+        self.device = device
+        self.step_fn = step_fn
+        self.validate_fn = validate_fn
+        self.progress = progress or ProgressReporter(stage_name, total=cfg.tasks)
+        self.stage_name = stage_name
+        params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+
+    # ---------------------------------------------------------------- checkpoints
+    def _state(self, task: int, step: int, best: tuple[float | None, int | None]) -> dict[str, Any]:
+        return {
+            "format": "mkd-train-v1",
+            "task": task,
+            "step": step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": _rng_to_tensors(rng_state()),
+            "best_val": best[0],
+            "best_task": best[1],
+        }
+
+    def save(self, task: int, step: int, best: tuple[float | None, int | None]) -> None:
+        save_atomic(self._state(task, step, best), self.ckpt_dir / CHECKPOINT_NAME)
+
+    def _resume(self) -> tuple[int, int, tuple[float | None, int | None]]:
+        path = self.ckpt_dir / CHECKPOINT_NAME
+        if not path.exists():
+            return 0, 0, (None, None)
+        state = load_checkpoint(path)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(_rng_from_tensors(state["rng"]))
+        self._truncate_metrics(state["task"])
+        return state["task"], state["step"], (state.get("best_val"), state.get("best_task"))
+
+    def _truncate_metrics(self, task: int) -> None:
+        """Drop metric lines logged after the checkpoint (they will be logged again)."""
+        if not self.metrics_path.exists():
+            return
+        kept = []
+        for line in self.metrics_path.read_text().splitlines():
+            try:
+                if json.loads(line).get("task", 0) <= task:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue
+        self.metrics_path.write_text("".join(k + "\n" for k in kept))
+
+    def _log(self, record: dict[str, Any]) -> None:
+        with self.metrics_path.open("a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # ---------------------------------------------------------------- loop
+    def _set_lr(self, task: int, step: int) -> float:
+        f = lr_factor(self.cfg, task, step)
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base * f
+        return self.optimizer.param_groups[0]["lr"]
+
+    def _optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in self.optimizer.param_groups for p in g["params"]], self.cfg.grad_clip
+            )
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def train(self) -> TrainResult:
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        task, step, best = self._resume()
+        resumed_from = task
+        if task >= cfg.tasks:
+            return TrainResult(task, step, best[0], best[1], resumed_from, 0.0)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        window: dict[str, float] = {}
+        window_n = 0
+        correct = total = 0
+        self.progress.start(done=task)
+        with _Terminator() as term:
+            while task < cfg.tasks:
+                lr = self._set_lr(task, step)
+                autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+                with autocast:
+                    out = self.step_fn(task, self.model)
+                loss = out.loss
+                if not torch.isfinite(loss.detach()).all():
+                    raise TrainingError(
+                        f"{self.stage_name}: loss is {loss.item()} at task {task + 1}; stopped, the last good "
+                        f"checkpoint is {self.ckpt_dir / CHECKPOINT_NAME} (lower training.lr or set training.grad_clip)"
+                    )
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                task += 1
+                for k, v in {"loss": float(loss.detach()), **out.terms}.items():
+                    window[k] = window.get(k, 0.0) + float(v)
+                window_n += 1
+                correct += out.correct
+                total += out.total
+                boundary = task % cfg.tasks_per_batch == 0 or task == cfg.tasks
+                if boundary:
+                    self._optimizer_step()
+                    step += 1
+                if task % cfg.log_every == 0 or task == cfg.tasks:
+                    record = {"task": task, "step": step, "lr": lr, **{k: v / window_n for k, v in window.items()}}
+                    if total:
+                        record["train_acc"] = correct / total
+                    self._log(record)
+                    self.progress.update(task, loss=record["loss"])
+                    window, window_n, correct, total = {}, 0, 0, 0
+                if self.validate_fn and boundary and _crossed(task, cfg.val_every, cfg.tasks_per_batch, cfg.tasks):
+                    acc = self.validate_fn(self.model)
+                    self.model.train()
+                    self._log({"task": task, "step": step, "val_acc": acc})
+                    self.progress.update(task, val_acc=acc)
+                    if best[0] is None or acc > best[0]:
+                        best = (acc, task)
+                        save_atomic({"task": task, "model": self.model.state_dict(), "val_acc": acc}, self.ckpt_dir / BEST_NAME)
+                if boundary and (_crossed(task, cfg.checkpoint_every, cfg.tasks_per_batch, cfg.tasks) or term.requested):
+                    self.save(task, step, best)
+                    if term.requested:
+                        self.progress.event("terminated", task)
+                        raise Terminated(f"{self.stage_name}: stopped by SIGTERM at task {task}, checkpoint saved")
+        self.save(task, step, best)
+        self.progress.finish(task)
+        return TrainResult(task, step, best[0], best[1], resumed_from, time.perf_counter() - start)
+
+
+def _crossed(task: int, every: int, per_batch: int, last: int) -> bool:
+    """True at the first optimiser-step boundary at or after a multiple of ``every``."""
+    if task == last:
+        return True
+    return (task // every) > ((task - per_batch) // every) if task >= per_batch else task >= every
+
+
+def _rng_to_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    """RNG states as tensors and plain lists, so ``weights_only=True`` can load them."""
+    py = state["python"]
+    np_state = state["numpy"]
+    out = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": state["torch"],
+    }
+    if "cuda" in state:
+        out["cuda"] = state["cuda"]
+    return out
+
+
+def _rng_from_tensors(state: dict[str, Any]) -> dict[str, Any]:
+    py = state["python"]
+    npst = state["numpy"]
+    out = {
+        "python": (py[0], tuple(py[1]), py[2]),
+        "numpy": (npst[0], npst[1].numpy().astype(np.uint32), npst[2], npst[3], npst[4]),
+        "torch": state["torch"],
+    }
+    if "cuda" in state:
+        out["cuda"] = state["cuda"]
+    return out
