@@ -1,0 +1,156 @@
+"""Episodes as tensors: a map-style dataset over episode numbers plus its DataLoader.
+
+Item ``i`` is episode ``i`` of the sampler (or of a frozen list), decoded with a
+Generator seeded by ``[seed, i]`` for temporal jitter, crop and flip. Nothing depends
+on which worker builds an item, so results are identical for any ``num_workers``.
+
+Each item is a dict::
+
+    frames[modality] = {"support": float (Ns,T,3,H,W), "query": float (Nq,T,3,H,W)}
+    support_frames, query_frames      # the first modality's tensors (rgb), for convenience
+    support_labels (Ns,) long, query_labels (Nq,) long
+    support_keys, query_keys          # lists of VideoKey
+    classes                           # label c is classes[c]
+    features[name] = {"support": (Ns,T,D), "query": (Nq,T,D)}   # when feature stores are given
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mkdcore.data import VideoKey
+from mkdcore.data.episodes import Episode, EpisodeSampler
+from mkdcore.data.features import FeatureStore
+from mkdcore.data.layout import DatasetLayout
+from mkdcore.data.splits import SplitIndex
+from mkdcore.data.transforms import ClipTransform
+from mkdcore.data.video import read_frames, sample_indices
+from mkdcore.errors import DataError
+
+#: length of a sampler-backed dataset when none is given (training stops by step count)
+DEFAULT_NUM_EPISODES = 1_000_000
+
+
+class EpisodeDataset(Dataset):
+    """Episodes ``0..len-1`` from a sampler or a frozen list, loaded as tensors."""
+
+    def __init__(
+        self,
+        layout: DatasetLayout,
+        index: SplitIndex | None,
+        episodes: EpisodeSampler | Sequence[Episode],
+        modalities: Sequence[str] = ("rgb",),
+        transform: ClipTransform | None = None,
+        feature_stores: Mapping[str, FeatureStore] | None = None,
+        frames: int = 8,
+        num_episodes: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not modalities:
+            raise DataError("EpisodeDataset needs at least one modality")
+        self.layout, self.index = layout, index
+        self.modalities = list(modalities)
+        self.transform = transform if transform is not None else ClipTransform(train=False)
+        self.feature_stores = dict(feature_stores or {})
+        self.frames = frames
+        if isinstance(episodes, EpisodeSampler):
+            self.sampler: EpisodeSampler | None = episodes
+            self.episodes: list[Episode] | None = None
+            self.length = num_episodes if num_episodes is not None else DEFAULT_NUM_EPISODES
+            self.seed = episodes.seed if seed is None else seed
+        else:
+            self.sampler, self.episodes = None, list(episodes)
+            self.length = len(self.episodes) if num_episodes is None else min(num_episodes, len(self.episodes))
+            self.seed = 0 if seed is None else seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def episode(self, i: int) -> Episode:
+        return self.sampler.episode(i) if self.sampler is not None else self.episodes[i]
+
+    def load_clip(self, key: VideoKey, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """All modalities of one video: same frame indices, same crop and flip."""
+        paths = {m: self.layout.frame_paths(m, key) for m in self.modalities}
+        first = self.modalities[0]
+        n = len(paths[first])
+        if n == 0:
+            raise DataError(f"video {key}: no frames in {self.layout.video_dir(first, key)}")
+        for m in self.modalities[1:]:
+            if len(paths[m]) != n:
+                raise DataError(f"video {key}: {len(paths[m])} {m} frames but {n} {first} frames ({self.layout.video_dir(m, key)})")
+        idx = sample_indices(n, self.frames, self.transform.train, rng, name=f"video {key}")
+        clips = {m: read_frames([paths[m][j] for j in idx]) for m in self.modalities}
+        return self.transform(clips, rng)
+
+    def _stack(self, keys: Sequence[VideoKey], rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        per_video = [self.load_clip(k, rng) for k in keys]
+        return {m: torch.stack([v[m] for v in per_video]) for m in self.modalities}
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        ep = self.episode(i)
+        rng = np.random.default_rng([self.seed, i, 1])
+        support = self._stack(ep.support, rng)
+        query = self._stack(ep.query, rng)
+        first = self.modalities[0]
+        out: dict[str, Any] = {
+            "frames": {m: {"support": support[m], "query": query[m]} for m in self.modalities},
+            "support_frames": support[first],
+            "query_frames": query[first],
+            "support_labels": torch.tensor(ep.support_labels, dtype=torch.long),
+            "query_labels": torch.tensor(ep.query_labels, dtype=torch.long),
+            "support_keys": list(ep.support),
+            "query_keys": list(ep.query),
+            "classes": list(ep.classes),
+            "index": i,
+        }
+        if self.feature_stores:
+            out["features"] = {
+                name: {
+                    "support": torch.from_numpy(np.stack([store.load(k) for k in ep.support])).float(),
+                    "query": torch.from_numpy(np.stack([store.load(k) for k in ep.query])).float(),
+                }
+                for name, store in self.feature_stores.items()
+            }
+        return out
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Distinct, reproducible torch/numpy seeds per worker (derived from the loader's base seed)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+
+
+def episode_loader(
+    dataset: EpisodeDataset,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    prefetch_factor: int = 2,
+) -> DataLoader:
+    """A DataLoader yielding one episode dict per step, in episode order.
+
+    Pinned memory on CUDA (so ``.to(device, non_blocking=True)`` overlaps), persistent
+    workers and prefetching when ``num_workers > 0``. Episode content does not depend on
+    the workers (see :class:`EpisodeDataset`).
+    """
+    device = torch.device(device)
+    generator = torch.Generator()
+    generator.manual_seed(int(dataset.seed))
+    kwargs: dict[str, Any] = {}
+    if num_workers > 0:
+        kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker)
+    return DataLoader(
+        dataset,
+        batch_size=None,
+        shuffle=False,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=generator,
+        **kwargs,
+    )
