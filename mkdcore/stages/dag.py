@@ -1,0 +1,127 @@
+"""The experiment DAG: which stages an experiment needs and their content keys.
+
+::
+
+    data ─▶ derive:<m> ─▶ teacher:<m> ─▶ features:<m> ─┐
+                                                       ├─▶ fuse ─▶ mm_features ─▶ student:lite-mkd ─┐
+    data ──────────────────────────────────────────────┴──────────────────────────▶ student:baseline ┴─▶ evaluate ─▶ report
+
+A key hashes exactly what the stage reads (its config sections and its inputs' keys).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mkdcore.config import Component, ExperimentConfig, stable_hash
+from mkdcore.stages.base import StageNode
+
+#: Distillers that do not look at a teacher (their student needs no teacher stages).
+TEACHERLESS_DISTILLERS = {"ce"}
+
+
+def _dump(obj: Any) -> Any:
+    return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
+
+
+def student_variants(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """``{variant: {"distiller": Component, "backbone": Component}}`` to train."""
+    variants = {"lite-mkd": {"distiller": cfg.distillation.distiller, "backbone": cfg.student.backbone}}
+    if cfg.distillation.baseline is not None:
+        backbone = Component(
+            name=cfg.student.backbone.name,
+            options={**cfg.student.backbone.options, "projection": cfg.distillation.baseline_projection},
+        )
+        variants["baseline"] = {"distiller": cfg.distillation.baseline, "backbone": backbone}
+    return variants
+
+
+def needs_teacher(distiller: Component) -> bool:
+    return distiller.name not in TEACHERLESS_DISTILLERS
+
+
+def plan(cfg: ExperimentConfig) -> list[StageNode]:
+    """All stages of ``cfg`` in a topological order."""
+    runs = cfg.runtime.runs_dir
+    nodes: list[StageNode] = []
+
+    def add(name: str, kind: str, payload: dict[str, Any], deps: list[str], **params: Any) -> StageNode:
+        dep_keys = {d: next(n.key for n in nodes if n.name == d) for d in deps}
+        key = stable_hash({"kind": kind, "params": params, "payload": payload, "deps": dep_keys})
+        node = StageNode(name=name, kind=kind, key=key, deps=deps, params=params, runs_dir=runs)
+        nodes.append(node)
+        return node
+
+    d = cfg.data
+    data_payload = {"root": str(d.root.resolve()), "split": d.split, "split_id": d.split_id, "frames": d.frames,
+                    "synth": _dump(d.synth) if d.synth else None}
+    add("data", "data", data_payload, [])
+    pixels = {"resize": d.resize, "crop": d.crop, "normalize": d.normalize, "frames": d.frames}
+    ep = cfg.episodes
+
+    feature_nodes = []
+    for m in cfg.modalities.names:
+        deps = ["data"]
+        if m != "rgb":
+            derive = cfg.modalities.derive.get(m, Component(name=m))
+            add(f"derive:{m}", "derive", {"derive": _dump(derive)}, ["data"], modality=m)
+            deps = [f"derive:{m}"]
+        t = cfg.teacher
+        add(
+            f"teacher:{m}",
+            "teacher",
+            {"pixels": pixels, "way": ep.way, "shot": ep.shot, "query": t.query_train or ep.query_train,
+             "backbone": _dump(t.backbone), "head": _dump(t.head), "training": _dump(t.training),
+             "pretrained": str(t.pretrained.get(m)) if t.pretrained.get(m) else None,
+             "val": {"query": ep.query_test}},
+            deps,
+            modality=m,
+        )
+        feature_nodes.append(add(f"features:{m}", "features", {"pixels": pixels}, [f"teacher:{m}"], modality=m).name)
+
+    f = cfg.fusion
+    add("fuse", "fuse", {"module": _dump(f.module), "head": _dump(f.head), "training": _dump(f.training),
+                         "way": ep.way, "shot": ep.shot, "query": f.query_train or ep.query_train,
+                         "val": {"query": ep.query_test}}, feature_nodes)
+    add("mm_features", "mm_features", {}, ["fuse"])
+
+    student_nodes = []
+    for variant, spec in student_variants(cfg).items():
+        deps = ["data"] + (["mm_features"] if needs_teacher(spec["distiller"]) else [])
+        payload = {"pixels": pixels, "way": ep.way, "shot": ep.shot, "query": ep.query_train,
+                   "backbone": _dump(spec["backbone"]), "head": _dump(cfg.student.head),
+                   "pretrained": str(cfg.student.pretrained) if cfg.student.pretrained else None,
+                   "distiller": _dump(spec["distiller"]), "training": _dump(cfg.training),
+                   "val": {"query": ep.query_test}}
+        student_nodes.append(add(f"student:{variant}", "student", payload, deps, variant=variant).name)
+
+    e = cfg.evaluation
+    eval_payload = {"evaluation": _dump(e), "way": ep.way, "shot": ep.shot, "query": ep.query_test, "pixels": pixels}
+    add("evaluate", "evaluate", eval_payload, feature_nodes + ["mm_features"] + student_nodes)
+    add("report", "report", {"name": cfg.name}, ["evaluate"])
+    return nodes
+
+
+def select(nodes: list[StageNode], names: list[str] | None) -> list[StageNode]:
+    """The requested stages plus everything they depend on, in DAG order.
+
+    ``names`` may name stages (``teacher:rgb``) or kinds (``teacher``).
+    """
+    if not names:
+        return nodes
+    by_name = {n.name: n for n in nodes}
+    wanted: set[str] = set()
+    for name in names:
+        matched = [n.name for n in nodes if n.name == name or n.kind == name]
+        if not matched:
+            from mkdcore.errors import ConfigError
+
+            raise ConfigError(f"--stages: unknown stage {name!r}; stages: {', '.join(n.name for n in nodes)}")
+        wanted.update(matched)
+    stack = list(wanted)
+    while stack:
+        for dep in by_name[stack.pop()].deps:
+            if dep not in wanted:
+                wanted.add(dep)
+                stack.append(dep)
+    return [n for n in nodes if n.name in wanted]
