@@ -39,7 +39,7 @@ def _print_table(report) -> None:
 
     console = Console()
     table = Table(title=f"{report.root}  split {report.split} ({report.split_id})")
-    for col in ("split", "classes", "videos", "missing", "too few frames", "unreadable", "modality mismatch", "bad features"):
+    for col in ("split", "classes", "videos", "missing", "too few", "unreadable", "modality", "features"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for which, r in report.splits.items():
         if not r.present:

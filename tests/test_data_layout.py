@@ -1,0 +1,126 @@
+"""Layout spellings, split resolution, frame decoding and temporal sampling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mkdcore.data import VideoKey
+from mkdcore.data.layout import DatasetLayout
+from mkdcore.data.splits import load_split, resolve_split
+from mkdcore.data.treebuild import build_tree, write_jpeg
+from mkdcore.data.video import read_frames, sample_indices
+from mkdcore.errors import DataError
+
+
+def write_split(dir: Path, which: str, lines: list[str], split_id: str = "03") -> Path:
+    dir.mkdir(parents=True, exist_ok=True)
+    path = dir / f"{which}list{split_id}.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("spelling", ["rgb_l8", "l8/rgb_l8", "l8"])
+def test_three_rgb_spellings_and_modality_beside(tmp_path, spelling):
+    rgb = tmp_path / spelling
+    write_jpeg(rgb / "jump" / "v1" / "00000001.jpg")
+    depth_base = tmp_path / "l8" if spelling == "l8/rgb_l8" else tmp_path
+    write_jpeg(depth_base / "depth_l8" / "jump" / "v1" / "00000001.jpg")
+    layout = DatasetLayout(tmp_path)
+    assert layout.rgb_dir == rgb
+    assert layout.classes() == ["jump"]  # depth_l8 inside bare l8/ is not a class
+    assert layout.modality_dir("depth") == depth_base / "depth_l8"
+    assert layout.modalities() == ["rgb", "depth"]
+    key = VideoKey("jump", "v1")
+    assert [p.name for p in layout.frame_paths("depth", key)] == ["00000001.jpg"]
+    assert layout.frame_paths("rgb", VideoKey("jump", "nope")) == []
+
+
+def test_missing_root_and_missing_rgb_are_one_line_errors(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        DatasetLayout(tmp_path / "nothing").rgb_dir
+    with pytest.raises(DataError, match="no RGB frame folder"):
+        DatasetLayout(tmp_path).rgb_dir
+
+
+def test_split_spaces_case_and_missing(tmp_path):
+    for cls, vid in [("Hurling_(sport)", "AbC_01"), ("Hurling_(sport)", "x2"), ("kick", "k1")]:
+        write_jpeg(tmp_path / "rgb_l8" / cls / vid / "00000001.jpg")
+    sd = tmp_path / "splits" / "mine"
+    write_split(sd, "train", ["hurling (sport)/abc_01", "HURLING (SPORT)/x2", "kick/k1", ""])
+    layout = DatasetLayout(tmp_path)
+    index = load_split(layout, "mine", "train")
+    assert index.classes == ["Hurling_(sport)", "kick"]
+    assert index.videos["Hurling_(sport)"] == [VideoKey("Hurling_(sport)", "AbC_01"), VideoKey("Hurling_(sport)", "x2")]
+    write_split(sd, "test", ["kick/k1", "kick/gone", "punch/p1"])
+    assert resolve_split(layout, "mine", "test").missing == ["kick/gone", "punch/p1"]
+    with pytest.raises(DataError, match=r"2 listed video\(s\) not found.*kick/gone") as err:
+        load_split(layout, "mine", "test")
+    assert "\n" not in str(err.value)
+
+
+def test_split_files_fall_back_to_shipped_and_split_ids(tmp_path):
+    write_jpeg(tmp_path / "rgb_l8" / "a" / "b" / "00000001.jpg")
+    layout = DatasetLayout(tmp_path)
+    assert layout.split_file("hmdb_ARN", "test").is_file()
+    assert "mkdcore" in str(layout.split_file("hmdb_ARN", "test"))
+    assert layout.split_ids("ssv2_OTAM") == ["07"]
+    assert layout.resolve_split_id("ssv2_OTAM", None) == "07"
+    with pytest.raises(DataError, match="no split folder"):
+        layout.default_split()
+    write_split(tmp_path / "splits" / "one", "train", ["a/b"])
+    assert layout.default_split() == "one"
+    write_split(tmp_path / "splits" / "two", "train", ["a/b"])
+    with pytest.raises(DataError, match="one, two"):
+        layout.default_split()
+
+
+def test_standard_counts_at_index_level(tmp_path):
+    """UCF101 ARN 70/10/21 and Kinetics-100 CMN 64/12/24 from the shipped files."""
+    import glob
+
+    from mkdcore.data.layout import SHIPPED_SPLITS_DIR
+
+    expected = {"ucf_ARN": ((70, 9154), (10, 1421), (21, 2745)), "kinetics_CMN": ((64, 6400), (12, 1200), (24, 2400))}
+    for split, counts in expected.items():
+        root = tmp_path / split
+        build_tree(root, sorted(glob.glob(str(SHIPPED_SPLITS_DIR / split / "*.txt"))), split, frames=0)
+        layout = DatasetLayout(root)
+        got = [(len(i.classes), i.num_videos) for i in (load_split(layout, split, w) for w in ("train", "val", "test"))]
+        assert tuple(got) == counts
+        sets = [set(load_split(layout, split, w).classes) for w in ("train", "val", "test")]
+        assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+
+
+def test_read_frames_jpeg_png_and_errors(tmp_path):
+    j = write_jpeg(tmp_path / "a.jpg", size=16)
+    p = tmp_path / "b.png"
+    arr = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    Image.fromarray(arr).save(p)
+    clip = read_frames([j, p])
+    assert clip.dtype == torch.uint8 and clip.shape == (2, 3, 16, 24)
+    assert torch.equal(clip[1], torch.from_numpy(arr).permute(2, 0, 1))  # PNG is lossless
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(j.read_bytes()[:40])
+    with pytest.raises(DataError, match="bad.jpg"):
+        read_frames([bad])
+    Image.fromarray(arr[:8]).save(tmp_path / "small.png")
+    with pytest.raises(DataError, match="other frames"):
+        read_frames([p, tmp_path / "small.png"])
+
+
+def test_sample_indices_rules():
+    rng = np.random.default_rng(0)
+    assert sample_indices(8, 8, True, rng) == list(range(8))
+    assert sample_indices(8, 8, False, rng) == list(range(8))
+    assert sample_indices(30, 8, False, rng) == [int(x) for x in np.floor(np.linspace(1, 28, 8))]
+    for _ in range(50):
+        idx = sample_indices(30, 8, True, rng)
+        assert len(idx) == 8 and idx == sorted(idx) and 0 <= idx[0] <= 5 and 24 <= idx[-1] <= 29
+    assert sample_indices(9, 8, True, rng) == [int(x) for x in np.floor(np.linspace(0, 8, 8))]  # pad < 1
+    with pytest.raises(DataError, match="v has 5 frames, needs at least 8"):
+        sample_indices(5, 8, True, rng, name="v")
