@@ -1,0 +1,272 @@
+"""Pieces the stages share: data access, model building and saving, feature
+extraction, and scoring episodes on cached per-video features.
+
+Why cache features for evaluation: in eval mode a backbone maps each frame on its own
+(BatchNorm uses running statistics), so a video's features do not depend on the
+episode it appears in. Extracting every test video once and running only the head per
+episode gives the same logits as running the CNN per episode, thousands of times faster.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from mkdcore import api
+from mkdcore.config import Component, ExperimentConfig
+from mkdcore.data import VideoKey
+from mkdcore.data.episodes import Episode, EpisodeSampler
+from mkdcore.data.features import FeatureStore
+from mkdcore.data.layout import DatasetLayout
+from mkdcore.data.loader import EpisodeDataset, episode_loader
+from mkdcore.data.splits import SplitIndex, load_split
+from mkdcore.data.transforms import ClipTransform
+from mkdcore.data.video import read_frames, sample_indices
+from mkdcore.errors import TrainingError
+
+MODEL_SPEC = "model.json"
+WEIGHTS = "model.pt"
+
+
+# ------------------------------------------------------------------------- data
+def layout_of(cfg: ExperimentConfig) -> DatasetLayout:
+    return DatasetLayout(cfg.data.root)
+
+
+def split_of(cfg: ExperimentConfig, which: str) -> SplitIndex:
+    return load_split(layout_of(cfg), cfg.data.split, which, cfg.data.split_id)
+
+
+def transform_of(cfg: ExperimentConfig, train: bool) -> ClipTransform:
+    d = cfg.data
+    return ClipTransform(resize=d.resize, crop=d.crop, train=train, normalize=d.normalize)
+
+
+def all_keys(cfg: ExperimentConfig) -> list[VideoKey]:
+    """Every video of the train, val and test splits (features are extracted for all)."""
+    keys: list[VideoKey] = []
+    for which in ("train", "val", "test"):
+        keys += split_of(cfg, which).keys()
+    return sorted(set(keys))
+
+
+class OrderedEpisodes:
+    """Yields dataset items ``start, start+1, ...`` through a prefetching DataLoader,
+    so a resumed run sees exactly the episodes an uninterrupted one would."""
+
+    def __init__(self, dataset: EpisodeDataset, num_workers: int, device: torch.device) -> None:
+        self.dataset, self.num_workers, self.device = dataset, num_workers, device
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._next = -1
+
+    def get(self, index: int) -> dict[str, Any]:
+        if self._it is None or index != self._next:
+            sub = torch.utils.data.Subset(self.dataset, range(index, len(self.dataset)))
+            sub.seed = self.dataset.seed  # type: ignore[attr-defined]
+            self._it = iter(episode_loader(sub, self.num_workers, self.device))  # type: ignore[arg-type]
+        item = next(self._it)
+        self._next = index + 1
+        return item
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x
+
+
+# ----------------------------------------------------------------------- models
+def resolved(component: Component, **defaults: Any) -> Component:
+    """The component with pipeline-known options (widths) filled in unless set."""
+    return Component(name=component.name, options={**defaults, **component.options})
+
+
+def build_fewshot(backbone: Component, head: Component, frames: int, pretrained: Path | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A FewShotModel plus the spec that rebuilds it (widths resolved)."""
+    from mkdcore.models.fewshot import FewShotModel
+
+    bb_opts = dict(backbone.options)
+    if pretrained is not None:
+        bb_opts.setdefault("pretrained", str(pretrained))
+    bb = api.create("backbone", backbone.name, **bb_opts)
+    head_c = resolved(head, in_dim=bb.out_dim, seq_len=frames) if _accepts(head.name, "seq_len") else resolved(head, in_dim=bb.out_dim)
+    hd = api.create("head", head_c.name, **head_c.options)
+    spec = {"type": "fewshot", "backbone": {"name": backbone.name, "options": {k: v for k, v in bb_opts.items() if k != "pretrained"}},
+            "head": head_c.model_dump(mode="json"), "frames": frames}
+    return FewShotModel(bb, hd), spec
+
+
+def build_feature_head(head: Component, in_dim: int, frames: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from mkdcore.models.fewshot import FeatureHeadModel
+
+    opts = {"in_dim": in_dim}
+    if _accepts(head.name, "seq_len"):
+        opts["seq_len"] = frames
+    head_c = resolved(head, **opts)
+    return FeatureHeadModel(api.create("head", head_c.name, **head_c.options)), {"type": "feature_head", "head": head_c.model_dump(mode="json"), "frames": frames}
+
+
+def _accepts(head_name: str, option: str) -> bool:
+    spec = api.get("head", head_name)
+    return spec.options is not None and option in spec.options.model_fields
+
+
+def save_model(dir: Path, model: torch.nn.Module, spec: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> None:
+    dir.mkdir(parents=True, exist_ok=True)
+    (dir / MODEL_SPEC).write_text(json.dumps(spec, indent=2))
+    from mkdcore.engine import save_atomic
+
+    save_atomic(dict(state if state is not None else model.state_dict()), dir / WEIGHTS)
+
+
+def load_model(dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild a saved model from ``model.json`` + ``model.pt`` (random init then load)."""
+    spec = json.loads((dir / MODEL_SPEC).read_text())
+    if spec["type"] == "fewshot":
+        model, _ = build_fewshot(Component(**spec["backbone"]), Component(**spec["head"]), spec["frames"])
+    elif spec["type"] == "feature_head":
+        model, _ = build_feature_head(Component(**spec["head"]), spec["head"]["options"]["in_dim"], spec["frames"])
+    elif spec["type"] == "fusion_teacher":
+        from mkdcore.stages.fuse import build_fusion_teacher
+
+        model, _ = build_fusion_teacher(spec)
+    else:
+        raise TrainingError(f"{dir / MODEL_SPEC}: unknown model type {spec['type']!r}")
+    state = torch.load(dir / WEIGHTS, map_location="cpu", weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval(), spec
+
+
+def best_state(stage_dir: Path) -> dict[str, torch.Tensor]:
+    """Weights selected on the val split (best.pt), else the last checkpoint."""
+    ckpt = stage_dir / "checkpoints"
+    for name in ("best.pt", "last.pt"):
+        if (ckpt / name).exists():
+            return torch.load(ckpt / name, map_location="cpu", weights_only=True)["model"]
+    raise TrainingError(f"{stage_dir}: no checkpoint to select a model from")
+
+
+# ----------------------------------------------------------- feature extraction
+@torch.no_grad()
+def extract_backbone_features(
+    backbone: torch.nn.Module,
+    layout: DatasetLayout,
+    keys: Sequence[VideoKey],
+    modality: str,
+    transform: ClipTransform,
+    frames: int,
+    device: torch.device,
+    batch_frames: int = 256,
+    on_video: Callable[[int], None] | None = None,
+) -> Iterator[tuple[VideoKey, dict[str, np.ndarray]]]:
+    """Per-video backbone outputs ``{branch: (T, D)}`` with the eval transform (centre
+    crop, test-time frame indices, no augmentation: spec section 8 bug 6)."""
+    backbone.eval()
+    per_batch = max(1, batch_frames // frames)
+    for start in range(0, len(keys), per_batch):
+        chunk = keys[start : start + per_batch]
+        clips = []
+        for key in chunk:
+            paths = layout.frame_paths(modality, key)
+            idx = sample_indices(len(paths), frames, False, np.random.default_rng(0), name=f"video {key}")
+            clips.append(transform({modality: read_frames([paths[i] for i in idx])})[modality])
+        x = torch.cat(clips).to(device)
+        out = backbone(x)
+        for i, key in enumerate(chunk):
+            yield key, {b: v[i * frames : (i + 1) * frames].float().cpu().numpy() for b, v in out.items() if b.startswith("features")}
+        if on_video:
+            on_video(len(chunk))
+
+
+# ------------------------------------------------------------------- episodes
+def stack_features(cache: Mapping[VideoKey, np.ndarray], keys: Sequence[VideoKey], device: torch.device) -> torch.Tensor:
+    return torch.from_numpy(np.stack([cache[k] for k in keys])).to(device)
+
+
+@dataclass
+class EpisodeScores:
+    """Per-episode accuracies plus what per-class accuracy and confusion need."""
+
+    accuracies: list[float]
+    true: list[str]
+    pred: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        acc = np.asarray(self.accuracies, dtype=np.float64)
+        n = len(acc)
+        classes = sorted(set(self.true))
+        idx = {c: i for i, c in enumerate(classes)}
+        confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+        for t, p in zip(self.true, self.pred):
+            if p in idx:
+                confusion[idx[t], idx[p]] += 1
+        per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for c, i in idx.items()}
+        return {
+            "episodes": n,
+            "accuracy": float(acc.mean() * 100) if n else float("nan"),
+            # 95% interval half-width, percentage points: 1.96 * std / sqrt(N) (population std, as TRX)
+            "ci95": float(1.96 * acc.std() / math.sqrt(n) * 100) if n else float("nan"),
+            "per_class_accuracy": per_class,
+            "classes": classes,
+            "confusion": confusion.tolist(),
+        }
+
+
+@torch.no_grad()
+def score_episodes(
+    episodes: Iterable[Episode],
+    logits_fn: Callable[[Episode], torch.Tensor],
+) -> EpisodeScores:
+    """Accuracy of ``logits_fn`` on each episode (labels by class, never by position)."""
+    accs: list[float] = []
+    true: list[str] = []
+    pred: list[str] = []
+    for ep in episodes:
+        logits = logits_fn(ep).float().cpu()
+        p = logits.argmax(1).tolist()
+        labels = ep.query_labels
+        accs.append(float(np.mean([a == b for a, b in zip(p, labels)])))
+        true += [ep.classes[y] for y in labels]
+        pred += [ep.classes[y] for y in p]
+    return EpisodeScores(accs, true, pred)
+
+
+def branch_logits(head: torch.nn.Module, ep: Episode, caches: Mapping[str, Mapping[VideoKey, np.ndarray]], device: torch.device) -> torch.Tensor:
+    """Sum of the shared head's logits over the backbone branches (Lite-MKD test rule)."""
+    labels = torch.tensor(ep.support_labels, device=device)
+    total = None
+    for cache in caches.values():
+        s = stack_features(cache, ep.support, device)
+        q = stack_features(cache, ep.query, device)
+        logits = head(s, labels, q)["logits"]
+        total = logits if total is None else total + logits
+    assert total is not None
+    return total
+
+
+def val_episodes(cfg: ExperimentConfig, n: int, query: int | None = None, which: str = "val", seed: int | None = None) -> list[Episode]:
+    ep = cfg.episodes
+    sampler = EpisodeSampler(split_of(cfg, which), ep.way, ep.shot, query or ep.query_test, seed=cfg.evaluation.seed if seed is None else seed)
+    return sampler.take(n)
+
+
+def feature_caches_for(store_dirs: Mapping[str, Path], keys: Iterable[VideoKey]) -> dict[str, dict[VideoKey, np.ndarray]]:
+    stores = {name: FeatureStore(d) for name, d in store_dirs.items()}
+    keys = list(keys)
+    return {name: {k: s.load(k).astype(np.float32) for k in keys} for name, s in stores.items()}
+
+
+def episode_keys(episodes: Iterable[Episode]) -> list[VideoKey]:
+    keys: set[VideoKey] = set()
+    for ep in episodes:
+        keys.update(ep.support)
+        keys.update(ep.query)
+    return sorted(keys)

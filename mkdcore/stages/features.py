@@ -1,0 +1,35 @@
+"""Stage ``features:<modality>``: the trained teacher's per-frame features for every
+video of every split, one ``(T, D)`` .npy per video, keyed by (class, video).
+
+Extraction uses the eval transform (centre crop): the original used training
+augmentation here (spec section 8, bug 6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mkdcore.data.features import FeatureStore
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import all_keys, extract_backbone_features, layout_of, load_model, transform_of
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    m = ctx.node.params["modality"]
+    model, _ = load_model(ctx.dep(f"teacher:{m}").stage_dir / "model", ctx.device)
+    store = FeatureStore(ctx.dir / "features")
+    keys = [k for k in all_keys(cfg) if not store.exists(k)]  # resumable
+    progress = ctx.progress(len(keys), unit="videos")
+    progress.start()
+    done = 0
+    dim = None
+    extracted = extract_backbone_features(model.backbone, layout_of(cfg), keys, m, transform_of(cfg, train=False),
+                                          cfg.data.frames, ctx.device, cfg.evaluation.batch_frames)
+    for key, feats in extracted:
+        store.save(key, feats["features"])
+        dim = feats["features"].shape[1]
+        done += 1
+        progress.update(done)
+    progress.finish(done)
+    return {"modality": m, "videos": len(all_keys(cfg)), "extracted": done, "dim": dim, "dir": str(store.dir)}
+

@@ -1,0 +1,95 @@
+"""Train a frame-level few-shot model (a per-modality teacher or a student) on episodes.
+
+The model is a :class:`mkdcore.models.fewshot.FewShotModel`; the loss is either plain
+cross-entropy (teachers) or a distiller fed with a frozen teacher's outputs on the same
+videos (students). Model selection uses the val split only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mkdcore.config import TrainingConfig
+from mkdcore.data.episodes import EpisodeSampler
+from mkdcore.data.features import FeatureStore
+from mkdcore.data.loader import EpisodeDataset
+from mkdcore.engine import EpisodicTrainer, StepOutput, TrainResult
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import (
+    OrderedEpisodes,
+    branch_logits,
+    episode_keys,
+    extract_backbone_features,
+    layout_of,
+    score_episodes,
+    split_of,
+    to_device,
+    transform_of,
+    val_episodes,
+)
+
+
+def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) -> Callable[[torch.nn.Module], float]:
+    """Mean accuracy on ``training.val_episodes`` val-split episodes (cached features)."""
+    cfg = ctx.cfg
+    episodes = val_episodes(cfg, training.val_episodes, which="val", seed=training.seed)
+    keys = episode_keys(episodes)
+    layout, transform = layout_of(cfg), transform_of(cfg, train=False)
+
+    def validate(model: torch.nn.Module) -> float:
+        model.eval()
+        caches: dict[str, dict] = {}
+        for key, feats in extract_backbone_features(model.backbone, layout, keys, modality, transform, cfg.data.frames, ctx.device, cfg.evaluation.batch_frames):
+            for branch, arr in feats.items():
+                caches.setdefault(branch, {})[key] = arr
+        scores = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, ctx.device))
+        return float(np.mean(scores.accuracies))
+
+    return validate
+
+
+def train_on_frames(
+    ctx: StageContext,
+    model: torch.nn.Module,
+    modality: str,
+    training: TrainingConfig,
+    query: int,
+    loss_fn: Callable[[dict[str, Any], dict[str, Any]], tuple[torch.Tensor, dict[str, float]]] | None = None,
+    teacher_store: Path | None = None,
+) -> TrainResult:
+    """Episodic training of ``model`` on frames of ``modality``; returns the engine result."""
+    cfg = ctx.cfg
+    ep = cfg.episodes
+    sampler = EpisodeSampler(split_of(cfg, "train"), ep.way, ep.shot, query, seed=training.seed)
+    stores = {"teacher": FeatureStore(teacher_store)} if teacher_store is not None else None
+    dataset = EpisodeDataset(
+        layout_of(cfg), None, sampler, modalities=[modality], transform=transform_of(cfg, train=True),
+        feature_stores=stores, frames=cfg.data.frames, num_episodes=training.tasks, seed=training.seed,
+    )
+    batches = OrderedEpisodes(dataset, cfg.data.num_workers, ctx.device)
+    model.to(ctx.device)
+    if cfg.runtime.channels_last and ctx.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+
+    def step(task: int, m: torch.nn.Module) -> StepOutput:
+        batch = to_device(batches.get(task), ctx.device)
+        frames = batch["frames"][modality]
+        out = m(frames["support"], batch["support_labels"], frames["query"])
+        labels = batch["query_labels"]
+        if loss_fn is None:
+            # Teachers: mean CE over queries, averaged over the tasks of one optimiser step.
+            loss = F.cross_entropy(out["logits"], labels) / training.tasks_per_batch
+            terms = {"ce": float(loss.detach()) * training.tasks_per_batch}
+        else:
+            loss, terms = loss_fn(batch, out)
+        correct = int((out["logits"].argmax(1) == labels).sum())
+        return StepOutput(loss, terms, correct, int(labels.numel()))
+
+    trainer = EpisodicTrainer(model, training, ctx.dir, ctx.device, step, validation_fn(ctx, modality, training),
+                              progress=ctx.progress(training.tasks), stage_name=ctx.node.name)
+    return trainer.train()

@@ -1,0 +1,96 @@
+"""Stage ``fuse``: train the multi-modal teacher (MFM + TRX head) on the frozen
+per-modality teacher features. No images are read here: episodes are built from the
+stored features, so this stage is fast even on CPU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mkdcore import api
+from mkdcore.config import Component
+from mkdcore.data.episodes import Episode, EpisodeSampler
+from mkdcore.engine import EpisodicTrainer, StepOutput
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import all_keys, best_state, feature_caches_for, resolved, save_model, score_episodes, split_of, val_episodes
+
+
+class FusionTeacher(torch.nn.Module):
+    """Fusion module + few-shot head over fused features; ``fuse`` is also what
+    ``mm_features`` stores, so training and extraction share one forward."""
+
+    def __init__(self, fusion: torch.nn.Module, head: torch.nn.Module, modalities: list[str]) -> None:
+        super().__init__()
+        self.fusion, self.head, self.modalities = fusion, head, modalities
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fusion({m: feats[m] for m in self.modalities})
+
+    def forward(self, support: dict[str, torch.Tensor], labels: torch.Tensor, query: dict[str, torch.Tensor]) -> dict[str, Any]:
+        return self.head(self.fuse(support), labels, self.fuse(query))
+
+
+def build_fusion_teacher(spec: dict[str, Any]) -> tuple[FusionTeacher, dict[str, Any]]:
+    fusion = api.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
+    head = api.create("head", spec["head"]["name"], **spec["head"]["options"])
+    return FusionTeacher(fusion, head, spec["modalities"]), spec
+
+
+def fusion_spec(ctx: StageContext, dim: int) -> dict[str, Any]:
+    cfg = ctx.cfg
+    f = cfg.fusion
+    fusion_c = resolved(f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
+    fusion_opts = api.get("fusion", fusion_c.name).options
+    allowed = set(fusion_opts.model_fields) if fusion_opts is not None else set()
+    fusion_c = Component(name=fusion_c.name, options={k: v for k, v in fusion_c.options.items() if k in allowed or k in f.module.options})
+    head_opts = {"in_dim": dim}
+    head_spec = api.get("head", f.head.name).options
+    if head_spec is not None and "seq_len" in head_spec.model_fields:
+        head_opts["seq_len"] = cfg.data.frames
+    head_c = resolved(f.head, **head_opts)
+    return {"type": "fusion_teacher", "fusion": fusion_c.model_dump(mode="json"), "head": head_c.model_dump(mode="json"),
+            "modalities": list(cfg.modalities.names), "frames": cfg.data.frames, "dim": dim}
+
+
+def stack(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
+    return {m: torch.from_numpy(np.stack([c[k] for k in keys])).to(device) for m, c in caches.items()}
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    f = cfg.fusion
+    mods = list(cfg.modalities.names)
+    stores = {m: ctx.dep(f"features:{m}").stage_dir / "features" for m in mods}
+    caches = feature_caches_for(stores, all_keys(cfg))
+    dim = next(iter(next(iter(caches.values())).values())).shape[1]
+    spec = fusion_spec(ctx, dim)
+    model, _ = build_fusion_teacher(spec)
+    model.to(ctx.device)
+    ep = cfg.episodes
+    sampler = EpisodeSampler(split_of(cfg, "train"), ep.way, ep.shot, f.query_train or ep.query_train, seed=f.training.seed)
+    device = ctx.device
+
+    def logits_of(m: torch.nn.Module, e: Episode) -> torch.Tensor:
+        labels = torch.tensor(e.support_labels, device=device)
+        return m(stack(caches, e.support, device), labels, stack(caches, e.query, device))["logits"]
+
+    def step(task: int, m: torch.nn.Module) -> StepOutput:
+        e = sampler.episode(task)
+        logits = logits_of(m, e)
+        labels = torch.tensor(e.query_labels, device=device)
+        loss = F.cross_entropy(logits, labels) / f.training.tasks_per_batch
+        return StepOutput(loss, {"ce": float(loss.detach()) * f.training.tasks_per_batch}, int((logits.argmax(1) == labels).sum()), len(e.query))
+
+    val_eps = val_episodes(cfg, f.training.val_episodes, which="val", seed=f.training.seed)
+
+    def validate(m: torch.nn.Module) -> float:
+        m.eval()
+        return float(np.mean(score_episodes(val_eps, lambda e: logits_of(m, e)).accuracies))
+
+    result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks), stage_name=ctx.node.name).train()
+    save_model(ctx.dir / "model", model, spec, best_state(ctx.dir))
+    return {"tasks": result.tasks, "best_val_acc": result.best_val, "best_task": result.best_task, "dim": dim,
+            "params": sum(p.numel() for p in model.parameters())}

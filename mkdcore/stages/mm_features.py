@@ -1,0 +1,34 @@
+"""Stage ``mm_features``: the MFM teacher's fused ``(T, D)`` feature of every video
+(the same ``fuse`` forward as in training, eval mode: dropout off)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mkdcore.data.features import FeatureStore
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import all_keys, feature_caches_for, load_model
+
+
+@torch.no_grad()
+def run(ctx: StageContext, batch: int = 64) -> dict[str, Any]:
+    cfg = ctx.cfg
+    model, spec = load_model(ctx.dep("fuse").stage_dir / "model", ctx.device)
+    fuse_node = ctx.dep("fuse")
+    stores = {m: ctx.nodes[d].stage_dir / "features" for m, d in ((n.split(":")[1], n) for n in fuse_node.deps)}
+    out = FeatureStore(ctx.dir / "features")
+    keys = [k for k in all_keys(cfg) if not out.exists(k)]
+    caches = feature_caches_for(stores, keys)
+    progress = ctx.progress(len(keys), unit="videos")
+    progress.start()
+    for i in range(0, len(keys), batch):
+        chunk = keys[i : i + batch]
+        feats = {m: torch.stack([torch.from_numpy(c[k]) for k in chunk]).to(ctx.device) for m, c in caches.items()}
+        fused = model.fuse(feats).float().cpu().numpy()
+        for key, arr in zip(chunk, fused):
+            out.save(key, arr)
+        progress.update(i + len(chunk))
+    progress.finish(len(keys))
+    return {"videos": len(all_keys(cfg)), "extracted": len(keys), "dim": spec["dim"], "dir": str(out.dir)}

@@ -1,0 +1,57 @@
+"""Stage ``student:<variant>``: an RGB-only student trained with a distiller.
+
+``lite-mkd`` uses the configured distiller (D2M by default) with the MFM teacher:
+the teacher is the *trained* MFM TRX head, loaded and in eval mode, applied under
+``no_grad`` to the stored fused features of the same videos, matched by (class, video)
+(spec section 8, bugs 1 and 4). ``baseline`` is the no-distillation student.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mkdcore import api
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import best_state, build_fewshot, load_model, save_model
+from mkdcore.stages.dag import needs_teacher, student_variants
+from mkdcore.stages.fewshot_training import train_on_frames
+
+
+def load_teacher_head(ctx: StageContext) -> torch.nn.Module:
+    """The trained MFM head as a frozen few-shot model over stored fused features."""
+    from mkdcore.models.fewshot import FeatureHeadModel
+
+    fusion_teacher, _ = load_model(ctx.nodes["fuse"].stage_dir / "model", ctx.device)
+    teacher = FeatureHeadModel(fusion_teacher.head).to(ctx.device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    variant = ctx.node.params["variant"]
+    spec = student_variants(cfg)[variant]
+    model, mspec = build_fewshot(spec["backbone"], cfg.student.head, cfg.data.frames, cfg.student.pretrained)
+    mspec["variant"] = variant
+    dist_c = spec["distiller"]
+    distiller = api.create("distiller", dist_c.name, **dist_c.options)
+    teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
+    store = ctx.nodes["mm_features"].stage_dir / "features" if teacher is not None else None
+
+    def loss_fn(batch: dict[str, Any], out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        t_out = None
+        if teacher is not None:
+            feats = batch["features"]["teacher"]
+            with torch.no_grad():
+                t_out = teacher(feats["support"], batch["support_labels"], feats["query"])
+        terms = distiller(out, t_out, batch["query_labels"])
+        return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
+
+    result = train_on_frames(ctx, model, "rgb", cfg.training, cfg.episodes.query_train, loss_fn, store)
+    save_model(ctx.dir / "model", model, mspec, best_state(ctx.dir))
+    return {"variant": variant, "distiller": dist_c.name, "tasks": result.tasks, "steps": result.steps,
+            "best_val_acc": result.best_val, "best_task": result.best_task,
+            "params": sum(p.numel() for p in model.parameters())}
