@@ -134,9 +134,12 @@ class DatasetLayout:
         return self.split_dir(split) / f"{which}list{split_id}.txt"
 
     def split_ids(self, split: str) -> list[str]:
-        """The ids ``NN`` for which ``trainlistNN.txt`` exists in the split folder."""
+        """The ids ``NN`` of the ``{train,val,test}listNN.txt`` files in the split folder."""
         d = self.split_dir(split)
-        return sorted(p.name[len("trainlist") : -len(".txt")] for p in d.glob("trainlist*.txt")) if d.is_dir() else []
+        if not d.is_dir():
+            return []
+        ids = {p.name[len(w) + 4 : -4] for w in WHICH for p in d.glob(f"{w}list*.txt")}
+        return sorted(ids)
 
     def split_names(self) -> list[str]:
         """Split folders under ``<root>/splits/``."""
@@ -161,5 +164,5 @@ class DatasetLayout:
         if len(ids) == 1:
             return ids[0]
         if not ids:
-            raise DataError(f"{self.split_dir(split)}: no trainlistNN.txt split files")
+            raise DataError(f"{self.split_dir(split)}: no {train,val,test}listNN.txt split files")
         return "03" if "03" in ids else ids[0]
