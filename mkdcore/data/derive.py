@@ -1,0 +1,434 @@
+"""The derive runner: compute a modality for every video of a dataset.
+
+``derive_dataset(root, "flow", {...})`` walks every ``<class>/<video>`` of the RGB folder
+and writes ``<root>/<name>_l8/<class>/<video>/`` with the RGB file names (spec 1.2).
+
+Guarantees:
+
+* **Resumable.** A video whose output folder holds every RGB file name is skipped.
+* **Atomic per video.** Images are written into ``<name>_l8/.tmp-<class>-<video>-<pid>/``
+  and the folder is renamed into place only when complete, so a kill (even SIGKILL)
+  never leaves a half-written video that looks done; a later run deletes the
+  leftover ``.tmp-*`` folders of dead processes. Hidden (dot) folders are ignored by
+  :mod:`mkdcore.data.layout`.
+* **Failures do not stop the run.** A video that cannot be read or derived is recorded
+  in :class:`DeriveSummary` ``.failures``; the CLI lists them and exits non-zero.
+  Errors that concern every video (a missing checkpoint, a missing library) are raised
+  at once, as one-line :class:`~mkdcore.errors.MkdError`.
+
+Execution: CPU algorithms (``modality.uses_device`` false) run on a process pool of
+``workers`` processes (spawned, one OpenCV/torch thread each); neural models run in this
+process on ``device``, ``batch_videos`` videos per :meth:`Modality.derive_batch` call.
+Backends that only accept images already on disk (``existing_only``) are verified.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import re
+import shutil
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from mkdcore.data import VideoKey
+from mkdcore.data.layout import DatasetLayout, list_dirs
+from mkdcore.errors import ConfigError, DataError, MkdError
+from mkdcore.modalities.base import Clip, Modality, check_images
+
+#: folder holding, per sampled RGB frame, the original video's next frame (same names)
+NEXT_FRAMES_MODALITY = "rgb_next"
+TMP_PREFIX = ".tmp-"
+_TMP_PID = re.compile(r"-(\d+)$")
+
+
+@dataclass
+class DeriveSummary:
+    """What one derive run did. ``failures``: ``(class/video, one-line reason)``."""
+
+    modality: str
+    root: Path
+    out_dir: Path
+    videos: int = 0
+    derived: int = 0
+    skipped: int = 0
+    verified: int = 0
+    frames: int = 0
+    seconds: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    @property
+    def frames_per_s(self) -> float:
+        """Frames derived (or verified) per second of wall time."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            "root": str(self.root),
+            "out_dir": str(self.out_dir),
+            "videos": self.videos,
+            "derived": self.derived,
+            "skipped": self.skipped,
+            "verified": self.verified,
+            "frames": self.frames,
+            "seconds": round(self.seconds, 3),
+            "frames_per_s": round(self.frames_per_s, 1),
+            "failures": [list(f) for f in self.failures],
+        }
+
+
+# ----------------------------------------------------------------------- walking
+def list_videos(layout: DatasetLayout) -> list[VideoKey]:
+    """Every ``(class, video)`` of the RGB folder, sorted."""
+    rgb = layout.rgb_dir
+    return [VideoKey(c, v) for c in layout.classes("rgb") for v in list_dirs(rgb / c)]
+
+
+def is_complete(video_dir: Path, names: Sequence[str]) -> bool:
+    """True when ``video_dir`` holds a non-empty file for every name."""
+    try:
+        return all((video_dir / n).stat().st_size > 0 for n in names)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(out_dir: Path) -> int:
+    """Delete ``.tmp-*-<pid>`` folders left by derive processes that no longer run."""
+    removed = 0
+    if not out_dir.is_dir():
+        return 0
+    for entry in out_dir.iterdir():
+        if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir():
+            continue
+        m = _TMP_PID.search(entry.name)
+        if m and int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1))):
+            continue  # another derive is writing it right now
+        shutil.rmtree(entry, ignore_errors=True)
+        removed += 1
+    return removed
+
+
+# ----------------------------------------------------------------------- one video
+def read_clip(layout: DatasetLayout, key: VideoKey) -> Clip:
+    """The RGB frames of ``key`` (and the next-frame neighbours when the dataset has them)."""
+    from mkdcore.data.video import read_frames
+
+    paths = layout.frame_paths("rgb", key)
+    if not paths:
+        raise DataError(f"{layout.video_dir('rgb', key)}: no frames")
+    frames = read_frames(paths).permute(0, 2, 3, 1).contiguous().numpy()
+    names = [p.name for p in paths]
+    next_frames = None
+    next_dir = layout.video_dir(NEXT_FRAMES_MODALITY, key)
+    if next_dir.is_dir():
+        next_paths = [next_dir / n for n in names]
+        missing = [p.name for p in next_paths if not p.is_file()]
+        if missing:
+            raise DataError(f"{next_dir}: missing neighbour frames {', '.join(missing)}")
+        next_frames = read_frames(next_paths).permute(0, 2, 3, 1).contiguous().numpy()
+    return Clip(frames=frames, next_frames=next_frames, key=(key.class_name, key.video), names=names)
+
+
+def write_video(out_dir: Path, key: VideoKey, names: Sequence[str], images: Sequence[np.ndarray], jpeg_quality: int = 95) -> None:
+    """Write one video's images atomically: a temporary folder renamed into place."""
+    import cv2
+
+    final = out_dir / key.class_name / key.video
+    tmp = out_dir / f"{TMP_PREFIX}{key.class_name}-{key.video}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        for name, img in zip(names, images):
+            bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if name.lower().endswith((".jpg", ".jpeg")) else []
+            if not cv2.imwrite(str(tmp / name), bgr, params):
+                raise DataError(f"cannot write {tmp / name}")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():  # an incomplete folder not written by us: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def verify_video(layout: DatasetLayout, modality: str, key: VideoKey, names: Sequence[str]) -> int:
+    """Check that an existing modality folder has every RGB frame name and decodes."""
+    from mkdcore.data.video import read_frames
+
+    vdir = layout.video_dir(modality, key)
+    missing = [n for n in names if not (vdir / n).is_file()]
+    if missing:
+        raise DataError(f"{vdir}: missing {len(missing)} of {len(names)} frames ({missing[0]}...)")
+    read_frames([vdir / n for n in names])
+    return len(names)
+
+
+def derive_video(modality: Modality, layout: DatasetLayout, key: VideoKey, out_dir: Path) -> int:
+    """Derive and write one video; returns its frame count."""
+    clip = read_clip(layout, key)
+    _check_neighbours(modality, clip, layout, key)
+    images = check_images(modality.name, clip, modality.derive(clip))
+    write_video(out_dir, key, clip.names, images, modality.jpeg_quality)
+    return len(images)
+
+
+def _check_neighbours(modality: Modality, clip: Clip, layout: DatasetLayout, key: VideoKey) -> None:
+    if modality.needs_neighbours and clip.next_frames is None:
+        raise DataError(f"{layout.video_dir(NEXT_FRAMES_MODALITY, key)}: modality {modality.name!r} needs the next original frames")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if not isinstance(exc, MkdError) and text else (text.splitlines()[0] if text else type(exc).__name__)
+
+
+# ----------------------------------------------------------------------- process pool
+_worker_state: dict[str, Any] = {}
+
+
+def _init_worker(payload: bytes, root: str, out_dir: str) -> None:
+    """Worker start: rebuild the modality (pickled object, or by name from entry points)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    obj = pickle.loads(payload)
+    if isinstance(obj, tuple):  # (name, options): not picklable, rebuild from plugins
+        from mkdcore.plugins import get_manager
+
+        obj = get_manager().registry.create("modality", obj[0], **obj[1])
+    obj.setup("cpu")
+    _worker_state.update(modality=obj, layout=DatasetLayout(root), out_dir=Path(out_dir))
+
+
+def _work(key: VideoKey) -> tuple[VideoKey, int, str | None]:
+    try:
+        n = derive_video(_worker_state["modality"], _worker_state["layout"], key, _worker_state["out_dir"])
+        return key, n, None
+    except Exception as exc:  # recorded, the run goes on
+        return key, 0, _one_line(exc)
+
+
+# ----------------------------------------------------------------------- the run
+def resolve_device(device: str) -> str:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a CUDA device must exist."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r}: no CUDA GPU is visible to torch here; use --device cpu")
+    elif device != "cpu":
+        raise ConfigError(f"device {device!r}: use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def build_modality(name: str, options: dict[str, Any] | None) -> Modality:
+    from mkdcore.plugins import get_manager
+
+    return get_manager().registry.create("modality", name, **(options or {}))
+
+
+def derive_dataset(
+    root: str | os.PathLike,
+    modality_name: str,
+    options: dict[str, Any] | None = None,
+    device: str = "cpu",
+    workers: int = 1,
+    progress: bool = True,
+    batch_videos: int = 8,
+) -> DeriveSummary:
+    """Derive ``modality_name`` for every video under ``root`` (see the module docstring).
+
+    ``options`` are the modality plugin's options (validated by its own model);
+    ``workers`` > 1 uses a process pool for CPU modalities; ``device`` is where neural
+    modalities run. Returns a :class:`DeriveSummary`; never raises for a single bad video.
+    """
+    if workers < 1:
+        raise ConfigError(f"workers must be >= 1, got {workers}")
+    layout = DatasetLayout(root)
+    modality = build_modality(modality_name, options)
+    device = resolve_device(device)
+    videos = list_videos(layout)
+    if not videos:
+        raise DataError(f"{layout.rgb_dir}: no <class>/<video> folders")
+    existing_only = bool(getattr(modality, "existing_only", False))
+    out_dir = layout.modality_dir(modality_name)
+    summary = DeriveSummary(modality=modality_name, root=layout.root, out_dir=out_dir, videos=len(videos))
+    start = time.perf_counter()
+
+    todo: list[tuple[VideoKey, list[str]]] = []
+    for key in videos:
+        names = [p.name for p in layout.frame_paths("rgb", key)]
+        if not names:
+            summary.failures.append((str(key), "no RGB frames"))
+        elif existing_only or not is_complete(layout.video_dir(modality_name, key), names):
+            todo.append((key, names))
+        else:
+            summary.skipped += 1
+    if not existing_only:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_tmp(out_dir)
+
+    with _Progress(progress, modality_name, len(videos), summary.skipped) as bar:
+        if existing_only:
+            for key, names in todo:
+                _record(summary, bar, key, *_try(lambda: verify_video(layout, modality_name, key, names)), verified=True)
+        elif modality.uses_device or workers == 1 or len(todo) <= 1:
+            modality.setup(device if modality.uses_device else "cpu")
+            _run_inprocess(modality, layout, out_dir, todo, summary, bar, batch_videos if modality.uses_device else 1)
+        else:
+            modality.setup("cpu")  # fail fast (missing library...) before starting workers
+            _run_pool(modality, modality_name, options or {}, layout, out_dir, todo, summary, bar, workers)
+    summary.seconds = time.perf_counter() - start
+    summary.failures.sort()
+    return summary
+
+
+def _try(fn: Any) -> tuple[int, str | None]:
+    try:
+        return fn(), None
+    except Exception as exc:
+        return 0, _one_line(exc)
+
+
+def _record(summary: DeriveSummary, bar: "_Progress", key: VideoKey, n: int, err: str | None, verified: bool = False) -> None:
+    if err is not None:
+        summary.failures.append((str(key), err))
+    else:
+        summary.frames += n
+        if verified:
+            summary.verified += 1
+        else:
+            summary.derived += 1
+    bar.advance(n)
+
+
+def _run_inprocess(modality: Modality, layout: DatasetLayout, out_dir: Path, todo: list[tuple[VideoKey, list[str]]],
+                   summary: DeriveSummary, bar: "_Progress", batch_videos: int) -> None:
+    for chunk in _chunks(todo, max(1, batch_videos)):
+        clips: list[tuple[VideoKey, Clip]] = []
+        for key, _ in chunk:
+            try:
+                clip = read_clip(layout, key)
+                _check_neighbours(modality, clip, layout, key)
+                clips.append((key, clip))
+            except Exception as exc:
+                _record(summary, bar, key, 0, _one_line(exc))
+        if not clips:
+            continue
+        try:
+            results = modality.derive_batch([c for _, c in clips])
+        except MkdError:
+            raise
+        except Exception:
+            results = None  # one bad video must not fail its batch: redo one by one
+        for i, (key, clip) in enumerate(clips):
+            def one(i: int = i, clip: Clip = clip, key: VideoKey = key) -> int:
+                images = results[i] if results is not None else modality.derive(clip)
+                images = check_images(modality.name, clip, images)
+                write_video(out_dir, key, clip.names, images, modality.jpeg_quality)
+                return len(images)
+
+            _record(summary, bar, key, *_try(one))
+
+
+def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: DatasetLayout, out_dir: Path,
+              todo: list[tuple[VideoKey, list[str]]], summary: DeriveSummary, bar: "_Progress", workers: int) -> None:
+    try:
+        payload = pickle.dumps(modality)
+    except Exception:  # e.g. a modality defined in a test or notebook: rebuild by name
+        payload = pickle.dumps((name, options))
+    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state, same on every OS
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(payload, str(layout.root), str(out_dir))) as pool:
+        pending: set[Future] = set()
+        keys = iter(k for k, _ in todo)
+        for key in _take(keys, workers * 4):  # bounded queue: a kill loses little work
+            pending.add(pool.submit(_work, key))
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                _record(summary, bar, *fut.result())
+                for key in _take(keys, 1):
+                    pending.add(pool.submit(_work, key))
+
+
+def _take(it: Iterator[VideoKey], n: int) -> list[VideoKey]:
+    out = []
+    for _ in range(n):
+        try:
+            out.append(next(it))
+        except StopIteration:
+            break
+    return out
+
+
+def _chunks(items: list, n: int) -> Iterator[list]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+class _Progress:
+    """A rich progress bar over videos that shows frames/s; silent when disabled."""
+
+    def __init__(self, enabled: bool, name: str, total: int, already: int) -> None:
+        self.enabled = enabled
+        self.name, self.total, self.already = name, total, already
+        self.frames = 0
+        self.start = time.perf_counter()
+
+    def __enter__(self) -> "_Progress":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.progress = Progress(
+                TextColumn("derive [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("videos"), TextColumn("{task.fields[fps]:>7.1f} frames/s"),
+                TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True),
+            )
+            self.progress.__enter__()
+            self.task = self.progress.add_task(self.name, total=self.total, completed=self.already, fps=0.0)
+        return self
+
+    def advance(self, frames: int) -> None:
+        self.frames += frames
+        if self.enabled:
+            fps = self.frames / max(time.perf_counter() - self.start, 1e-9)
+            self.progress.update(self.task, advance=1, fps=fps)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.enabled:
+            self.progress.__exit__(*exc)
