@@ -22,9 +22,9 @@ class FusionTeacher(torch.nn.Module):
     """Fusion module + few-shot head over fused features; ``fuse`` is also what
     ``mm_features`` stores, so training and extraction share one forward."""
 
-    def __init__(self, fusion: torch.nn.Module, head: torch.nn.Module, modalities: list[str]) -> None:
+    def __init__(self, fusion: torch.nn.Module, head: torch.nn.Module, modalities: list[str], dim: int) -> None:
         super().__init__()
-        self.fusion, self.head, self.modalities = fusion, head, modalities
+        self.fusion, self.head, self.modalities, self.dim = fusion, head, modalities, dim
 
     def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion({m: feats[m] for m in self.modalities})
@@ -36,7 +36,7 @@ class FusionTeacher(torch.nn.Module):
 def build_fusion_teacher(spec: dict[str, Any]) -> tuple[FusionTeacher, dict[str, Any]]:
     fusion = api.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
     head = api.create("head", spec["head"]["name"], **spec["head"]["options"])
-    return FusionTeacher(fusion, head, spec["modalities"]), spec
+    return FusionTeacher(fusion, head, spec["modalities"], spec["dim"]), spec
 
 
 def fusion_spec(ctx: StageContext, dim: int) -> dict[str, Any]:

@@ -1,0 +1,97 @@
+"""Stage ``evaluate``: every model of the experiment on the SAME test episodes.
+
+Models: each per-modality teacher (its head on its stored features), the MFM teacher
+(its TRX head on the fused features), and each student (its backbone on RGB test
+frames, cached per video in eval mode, then the shared head per episode, branch logits
+summed). Episodes come from ``evaluation.episodes_file`` (frozen) or a seeded sampler.
+Accuracy is the mean per-episode accuracy (%), with a 95% interval 1.96 std/sqrt(N).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+
+from mkdcore.data.episodes import EpisodeSampler, load_episodes
+from mkdcore.errors import DataError
+from mkdcore.stages.base import StageContext
+from mkdcore.stages.common import (
+    branch_logits,
+    episode_keys,
+    extract_backbone_features,
+    feature_caches_for,
+    layout_of,
+    load_model,
+    score_episodes,
+    split_of,
+    transform_of,
+)
+from mkdcore.stages.cost import fewshot_cost, mfm_teacher_cost
+
+
+def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
+    cfg = ctx.cfg
+    e, ep = cfg.evaluation, cfg.episodes
+    if e.episodes_file is not None:
+        episodes, meta = load_episodes(e.episodes_file)
+        if len(episodes) < e.episodes:
+            raise DataError(f"{e.episodes_file}: holds {len(episodes)} episodes, evaluation.episodes asks for {e.episodes}")
+        return episodes[: e.episodes], {"source": str(e.episodes_file), **meta}
+    sampler = EpisodeSampler(split_of(cfg, e.split), ep.way, ep.shot, ep.query_test, seed=e.seed)
+    return sampler.take(e.episodes), {"source": "sampler", "split": e.split, "seed": e.seed}
+
+
+def student_caches(ctx: StageContext, model: torch.nn.Module, keys) -> dict[str, dict]:
+    cfg = ctx.cfg
+    caches: dict[str, dict] = {}
+    for key, feats in extract_backbone_features(model.backbone, layout_of(cfg), keys, "rgb", transform_of(cfg, train=False),
+                                                cfg.data.frames, ctx.device, cfg.evaluation.batch_frames):
+        for branch, arr in feats.items():
+            caches.setdefault(branch, {})[key] = arr
+    return caches
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    cfg = ctx.cfg
+    episodes, source = test_episodes(ctx)
+    keys = episode_keys(episodes)
+    results: dict[str, Any] = {}
+    device = ctx.device
+    progress = ctx.progress(len(ctx.node.deps), unit="models")
+    progress.start()
+
+    def record(name: str, role: str, scores, cost: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        results[name] = {"role": role, **scores.summary(), **cost, **(extra or {})}
+        progress.update(len(results), **{name: results[name]["accuracy"]})
+        ctx.log(f"{name}: {results[name]['accuracy']:.2f} +- {results[name]['ci95']:.2f}")
+
+    teacher_costs = {}
+    for dep in ctx.node.deps:
+        node = ctx.nodes[dep]
+        if node.kind == "features":
+            m = node.params["modality"]
+            teacher, _ = load_model(ctx.nodes[f"teacher:{m}"].stage_dir / "model", device)
+            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys)
+            scores = score_episodes(episodes, lambda ep, t=teacher, c=caches: branch_logits(t.head, ep, c, device))
+            teacher_costs[m] = fewshot_cost(teacher, cfg)
+            record(f"teacher:{m}", "teacher", scores, teacher_costs[m], {"modality": m})
+        elif node.kind == "mm_features":
+            fusion_teacher, spec = load_model(ctx.nodes["fuse"].stage_dir / "model", device)
+            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys)
+            scores = score_episodes(episodes, lambda ep: branch_logits(fusion_teacher.head, ep, caches, device))
+            record("teacher:mfm", "teacher", scores, mfm_teacher_cost(fusion_teacher, teacher_costs, cfg), {"modalities": spec["modalities"]})
+        elif node.kind == "student":
+            model, spec = load_model(node.stage_dir / "model", device)
+            caches = student_caches(ctx, model, keys)
+            scores = score_episodes(episodes, lambda ep, mdl=model, c=caches: branch_logits(mdl.head, ep, c, device))
+            manifest = node.manifest()["outputs"]
+            record(node.name, "student", scores, fewshot_cost(model, cfg),
+                   {"variant": node.params["variant"], "distiller": manifest.get("distiller"), "backbone": spec["backbone"]})
+    progress.finish(len(results))
+    ep = cfg.episodes
+    out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,
+                       "episodes": len(episodes), **source}, "models": results}
+    (ctx.dir / "results.json").write_text(json.dumps(out, indent=2))
+    return {"results": str(ctx.dir / "results.json"), "models": {k: round(v["accuracy"], 2) for k, v in results.items()}}
