@@ -32,7 +32,15 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
         return
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     try:
-        run_experiment(cfg, split(stages) or None, split(force), echo=lambda m: click.echo(m, err=True))
+        nodes, ran = run_experiment(cfg, split(stages) or None, split(force), echo=lambda m: click.echo(m, err=True))
     except Terminated as exc:
         click.echo(f"stopped: {exc}", err=True)
         raise SystemExit(143)
+    results = Path(cfg.runtime.runs_dir) / cfg.name / "results.json"
+    if "report" not in ran and nodes["report"].is_done() and results.is_file():
+        import json
+
+        from mkdcore.report import print_table, rows_of
+
+        print_table(rows_of(json.loads(results.read_text())), f"{cfg.name} (finished earlier)")
+        click.echo(f"report: {results.parent / 'report.md'}")

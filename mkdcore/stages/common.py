@@ -43,6 +43,13 @@ def split_of(cfg: ExperimentConfig, which: str) -> SplitIndex:
     return load_split(layout_of(cfg), cfg.data.split, which, cfg.data.split_id)
 
 
+def data_spec(cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a saved model needs to read clips as it was trained (for `mkd eval`)."""
+    d = cfg.data
+    return {"root": str(d.root), "split": d.split, "split_id": d.split_id, "frames": d.frames,
+            "resize": d.resize, "crop": d.crop, "normalize": d.normalize}
+
+
 def transform_of(cfg: ExperimentConfig, train: bool) -> ClipTransform:
     d = cfg.data
     return ClipTransform(resize=d.resize, crop=d.crop, train=train, normalize=d.normalize)

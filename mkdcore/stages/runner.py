@@ -62,8 +62,10 @@ def run_experiment(
     stages: list[str] | None = None,
     force: list[str] | None = None,
     echo: Callable[[str], None] = print,
-) -> dict[str, StageNode]:
-    """Run the selected stages (and their dependencies) in DAG order."""
+) -> tuple[dict[str, StageNode], list[str]]:
+    """Run the selected stages (and their dependencies) in DAG order.
+
+    Returns the plan's nodes by name and the names of the stages that ran (not skipped)."""
     import torch
 
     from mkdcore.device import resolve_device
@@ -74,6 +76,7 @@ def run_experiment(
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
     forced = set(force or [])
+    ran: list[str] = []
     for node in select(nodes, stages):
         if node.is_done() and node.name not in forced and node.kind not in forced:
             echo(f"[skip] {node.name} (done: {node.stage_dir})")
@@ -88,5 +91,6 @@ def run_experiment(
             started = time.time()
             outputs = stage_function(node.kind)(ctx) or {}
             write_manifest(ctx, outputs, started)
+        ran.append(node.name)
         echo(f"[done] {node.name} in {time.time() - started:.1f} s")
-    return by_name
+    return by_name, ran

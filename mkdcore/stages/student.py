@@ -14,7 +14,7 @@ import torch
 
 from mkdcore import api
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import best_state, build_fewshot, load_model, save_model
+from mkdcore.stages.common import best_state, build_fewshot, data_spec, load_model, save_model
 from mkdcore.stages.dag import needs_teacher, student_variants
 from mkdcore.stages.fewshot_training import train_on_frames
 
@@ -36,6 +36,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     spec = student_variants(cfg)[variant]
     model, mspec = build_fewshot(spec["backbone"], cfg.student.head, cfg.data.frames, cfg.student.pretrained)
     mspec["variant"] = variant
+    mspec["modality"] = "rgb"
+    mspec["data"] = data_spec(cfg)
     dist_c = spec["distiller"]
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
     teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None

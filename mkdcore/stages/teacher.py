@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import best_state, build_fewshot, save_model
+from mkdcore.stages.common import best_state, build_fewshot, data_spec, save_model
 from mkdcore.stages.fewshot_training import train_on_frames
 
 
@@ -16,6 +16,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     t = cfg.teacher
     model, spec = build_fewshot(t.backbone, t.head, cfg.data.frames, t.pretrained.get(m))
     spec["modality"] = m
+    spec["data"] = data_spec(cfg)
     result = train_on_frames(ctx, model, m, t.training, t.query_train or cfg.episodes.query_train)
     save_model(ctx.dir / "model", model, spec, best_state(ctx.dir))
     return {"modality": m, "tasks": result.tasks, "steps": result.steps, "best_val_acc": result.best_val,

@@ -1,0 +1,51 @@
+"""``mkd eval MODEL --episodes FILE``: score a trained model on frozen test episodes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("model_dir", type=click.Path(path_type=Path))
+@click.option("--episodes", "episodes_file", type=click.Path(path_type=Path), required=True, help="Frozen episodes (mkd data episodes).")
+@click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the model was trained on).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: str, as_json: bool) -> None:
+    """Evaluate MODEL_DIR (a stage directory or its model/ folder holding model.json
+    and model.pt) on the episodes of FILE: accuracy with 95% CI, per-class accuracy."""
+    from mkdcore.data.episodes import load_episodes
+    from mkdcore.data.layout import DatasetLayout
+    from mkdcore.data.transforms import ClipTransform
+    from mkdcore.device import resolve_device
+    from mkdcore.errors import ConfigError
+    from mkdcore.stages.common import MODEL_SPEC, branch_logits, episode_keys, extract_backbone_features, load_model, score_episodes
+
+    if (model_dir / "model" / MODEL_SPEC).is_file():
+        model_dir = model_dir / "model"
+    if not (model_dir / MODEL_SPEC).is_file():
+        raise ConfigError(f"{model_dir}: no {MODEL_SPEC} here (pass a teacher/student stage directory or its model/ folder)")
+    dev = resolve_device(device)
+    model, spec = load_model(model_dir, dev)
+    if spec["type"] != "fewshot":
+        raise ConfigError(f"{model_dir}: a {spec['type']} model reads stored features; evaluate it with `mkd run` (evaluate stage)")
+    episodes, meta = load_episodes(episodes_file)
+    d = spec["data"]
+    layout = DatasetLayout(root or d["root"])
+    transform = ClipTransform(resize=d["resize"], crop=d["crop"], train=False, normalize=d["normalize"])
+    caches: dict[str, dict] = {}
+    for key, feats in extract_backbone_features(model.backbone, layout, episode_keys(episodes), spec.get("modality", "rgb"),
+                                                transform, d["frames"], dev):
+        for branch, arr in feats.items():
+            caches.setdefault(branch, {})[key] = arr
+    summary = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, dev)).summary()
+    summary.pop("confusion")
+    if as_json:
+        click.echo(json.dumps({"model": str(model_dir), "episodes_file": str(episodes_file), **summary}, indent=2))
+        return
+    click.echo(f"{model_dir}: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} % over {summary['episodes']} episodes")
+    for cls, acc in summary["per_class_accuracy"].items():
+        click.echo(f"  {cls:30s} {acc * 100:6.2f} %")
