@@ -1,0 +1,129 @@
+"""Deciding what runs next: DAG order, shared stages once, capped recovery.
+
+There is no Celery chain or chord: after every change (submit, a stage ending, retry,
+a watchdog tick) :func:`dispatch` looks at all active jobs under the store lock and sends
+one message for each stage whose dependencies have succeeded. Independent stages are
+therefore queued together and run in parallel on as many workers as there are; a stage
+whose content key is already being run by another job (a teacher shared by sweep
+members) *waits* for it instead of running twice, and one whose manifest exists is
+marked done (``cached``) without running. The decision is plain data in the job store,
+so it survives a Redis restart, and it is testable without a broker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mkdcore.jobs.heartbeats import STALE_AFTER_S, HEARTBEAT_EVERY_S, is_stale
+from mkdcore.jobs.model import JobRecord, StageRecord, new_token
+from mkdcore.jobs.store import Transaction
+
+#: ``send(job, stage)`` puts one stage message on the broker (raises if it cannot).
+Sender = Callable[[JobRecord, StageRecord], None]
+
+
+def stage_done_on_disk(stage: StageRecord) -> bool:
+    """The stage's manifest (written last by the stage) exists."""
+    return (Path(stage.stage_dir) / "manifest.json").is_file()
+
+
+def _active_owners(jobs: list[JobRecord]) -> dict[tuple[str, str], str]:
+    return {(s.kind, s.key): f"{j.id}/{s.name}" for j in jobs for s in j.stages if s.state in ("queued", "running")}
+
+
+def dispatch(tx: Transaction, send: Sender) -> list[tuple[str, str]]:
+    """Queue every ready stage of every active job; return ``[(job_id, stage)]`` sent."""
+    jobs = tx.all()
+    owners = _active_owners(jobs)
+    sent: list[tuple[str, str]] = []
+    now = time.time()
+    for job in sorted(jobs, key=lambda j: (-j.priority, j.created_at)):
+        if job.cancel_requested or any(s.state in ("failed", "cancelled") for s in job.stages):
+            _finish(job, now)
+            continue
+        changed = True
+        while changed:  # a cached stage can make its dependents ready in the same pass
+            changed = False
+            for stage in job.stages:
+                if stage.state not in ("pending", "waiting"):
+                    continue
+                if not all(job.stage(d).state == "succeeded" for d in stage.deps):
+                    continue
+                if stage_done_on_disk(stage):
+                    stage.state, stage.cached, stage.finished_at = "succeeded", True, now
+                    stage.message, stage.waiting_for = "done earlier (manifest present): not run again", None
+                    changed = True
+                    continue
+                owner = owners.get((stage.kind, stage.key))
+                if owner and owner != f"{job.id}/{stage.name}":
+                    stage.state, stage.waiting_for = "waiting", owner
+                    stage.message = f"same stage is running in {owner}; waits for it"
+                    continue
+                stage.state, stage.token, stage.queued_at = "queued", new_token(), now
+                stage.waiting_for, stage.message = None, None
+                try:
+                    send(job, stage)
+                except Exception:
+                    stage.state, stage.token = "pending", None
+                    raise
+                owners[(stage.kind, stage.key)] = f"{job.id}/{stage.name}"
+                sent.append((job.id, stage.name))
+        _finish(job, now)
+    return sent
+
+
+def _finish(job: JobRecord, now: float) -> None:
+    if job.finished_at is None and job.state in ("succeeded", "failed", "cancelled"):
+        job.finished_at = now
+    elif job.state in ("queued", "running"):
+        job.finished_at = None
+
+
+def recover_stale(
+    tx: Transaction,
+    heartbeats: dict[str, dict[str, Any]],
+    stale_after: float = STALE_AFTER_S,
+    beat_every: float = HEARTBEAT_EVERY_S,
+    now: float | None = None,
+) -> list[tuple[str, str, str]]:
+    """Re-queue (as pending) the running stages of silent or lost workers.
+
+    A stage is lost when its worker's heartbeat is stale, or when the worker is alive but
+    has reported for a while that it runs something else (its task process died). Each
+    start counts as an attempt; after ``max_attempts`` the stage fails with a message
+    instead of looping (Celery's ``task_reject_on_worker_lost`` has no such cap).
+    Returns ``[(job_id, stage, what happened)]``; the caller then runs :func:`dispatch`.
+    """
+    now = time.time() if now is None else now
+    changes = []
+    for job in tx.all():
+        for stage in job.stages:
+            if stage.state != "running":
+                continue
+            beat = heartbeats.get(stage.worker or "")
+            lost_worker = is_stale(beat, stale_after)
+            lost_task = (
+                not lost_worker
+                and beat is not None
+                and float(beat["time"]) > (stage.started_at or now) + 3 * beat_every
+                and (beat.get("task") or {}).get("token") != stage.token
+            )
+            if not (lost_worker or lost_task):
+                continue
+            why = (f"worker {stage.worker} silent for > {stale_after:.0f} s" if lost_worker
+                   else f"worker {stage.worker} is no longer running it")
+            if job.cancel_requested:
+                stage.state, stage.message, stage.finished_at = "cancelled", f"cancelled ({why})", now
+                changes.append((job.id, stage.name, "cancelled"))
+            elif stage.attempts >= job.max_attempts:
+                stage.state, stage.finished_at = "failed", now
+                stage.message = f"{why}; gave up after {stage.attempts} attempts (mkd retry {job.id} to try again)"
+                changes.append((job.id, stage.name, "failed"))
+            else:
+                stage.state, stage.token = "pending", None
+                stage.message = f"{why}; re-queued (attempt {stage.attempts + 1} of {job.max_attempts}), resumes from its checkpoint"
+                changes.append((job.id, stage.name, "requeued"))
+    return changes

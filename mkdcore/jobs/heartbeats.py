@@ -1,0 +1,46 @@
+"""Reading worker heartbeats (``<runs_dir>/workers/<node>.json``).
+
+Workers write a heartbeat every few seconds (:mod:`workers.heartbeat`). A worker whose
+heartbeat is older than ``stale_after`` is *unknown* (busy machine, network split or dead:
+we cannot tell, so we do not say "down"); the watchdog re-queues its stages.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from mkdcore.jobs.store import read_json
+
+#: Seconds between two heartbeats of a worker.
+HEARTBEAT_EVERY_S = float(os.environ.get("MKD_HEARTBEAT_EVERY", "2"))
+#: A worker silent for longer than this is "unknown" and its stages are re-queued.
+STALE_AFTER_S = float(os.environ.get("MKD_STALE_AFTER", "30"))
+
+
+def workers_dir(runs_dir: str | Path) -> Path:
+    return Path(runs_dir) / "workers"
+
+
+def read_heartbeats(runs_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """node name -> last heartbeat (with ``age_s`` added)."""
+    out: dict[str, dict[str, Any]] = {}
+    folder = workers_dir(runs_dir)
+    if not folder.is_dir():
+        return out
+    now = time.time()
+    for path in folder.glob("*.json"):
+        if path.name.endswith(".task.json"):
+            continue
+        beat = read_json(path)
+        if not beat or "time" not in beat:
+            continue
+        beat["age_s"] = max(0.0, now - float(beat["time"]))
+        out[beat.get("node", path.stem)] = beat
+    return out
+
+
+def is_stale(beat: dict[str, Any] | None, stale_after: float = STALE_AFTER_S) -> bool:
+    return beat is None or beat.get("age_s", float("inf")) > stale_after or bool(beat.get("stopped"))

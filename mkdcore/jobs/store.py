@@ -1,0 +1,165 @@
+"""Job records as JSON files in the run directory (the durable record of the queue).
+
+Layout (``runs_dir`` is on shared storage when workers run on several machines)::
+
+    <runs_dir>/jobs/<job_id>/job.json        the JobRecord (atomically replaced)
+    <runs_dir>/jobs/<job_id>/config.yaml     the resolved config its stages run with
+    <runs_dir>/jobs/<job_id>/progress.jsonl  progress events of its stages
+    <runs_dir>/jobs/<job_id>/logs/<stage>.log
+    <runs_dir>/jobs/.lock                    one flock serialising every update
+
+Redis only carries messages; losing it loses no job. All read-modify-write updates go
+through :meth:`JobStore.transaction`, under a single flock: updates are rare (a few per
+stage) so one lock costs nothing and rules out lock-order bugs across jobs (sweep members
+share stages). Readers need no lock: files are replaced atomically.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from mkdcore.errors import MkdError
+from mkdcore.jobs.model import JobRecord
+
+
+class JobNotFound(MkdError):
+    """No job with that id in this run directory."""
+
+
+def default_runs_dir() -> Path:
+    """``MKD_RUNS_DIR`` or ``./runs`` (the config default ``runtime.runs_dir``)."""
+    return Path(os.environ.get("MKD_RUNS_DIR", "runs")).absolute()
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class JobStore:
+    """Create, read, list and update job records under ``<runs_dir>/jobs``."""
+
+    def __init__(self, runs_dir: str | Path) -> None:
+        self.runs_dir = Path(runs_dir).absolute()
+        self.root = self.runs_dir / "jobs"
+
+    # ----------------------------------------------------------------- paths
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / job_id
+
+    def record_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "job.json"
+
+    def progress_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "progress.jsonl"
+
+    def log_path(self, job_id: str, stage: str) -> Path:
+        return self.job_dir(job_id) / "logs" / (stage.replace(":", "-").replace("/", "-") + ".log")
+
+    # ------------------------------------------------------------------ lock
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The store-wide lock (flock: released by the kernel if the holder dies)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    # ------------------------------------------------------------ read/write
+    def save(self, job: JobRecord) -> None:
+        atomic_write(self.record_path(job.id), job.model_dump_json(indent=1))
+
+    def load(self, job_id: str) -> JobRecord:
+        path = self.record_path(job_id)
+        try:
+            return JobRecord.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            raise JobNotFound(f"no job {job_id!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)") from None
+
+    def resolve(self, prefix: str) -> str:
+        """A full job id from an id or a unique prefix of one."""
+        if self.record_path(prefix).is_file():
+            return prefix
+        matches = [p.name for p in self.root.glob(f"{prefix}*") if (p / "job.json").is_file()] if prefix else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise JobNotFound(f"job id {prefix!r} is ambiguous: {', '.join(sorted(matches)[:5])}")
+        raise JobNotFound(f"no job {prefix!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)")
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "job.json").is_file())
+
+    def all(self) -> list[JobRecord]:
+        jobs = []
+        for job_id in self.ids():
+            try:
+                jobs.append(self.load(job_id))
+            except (JobNotFound, ValueError):
+                continue  # removed or half-written by a foreign tool: skip, never crash status
+        return jobs
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Transaction"]:
+        """Read-modify-write under the store lock; changed records are saved on exit."""
+        with self.lock():
+            tx = Transaction(self)
+            yield tx
+            tx.commit()
+
+
+class Transaction:
+    """Records loaded inside :meth:`JobStore.transaction`; saved together at the end."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self._jobs: dict[str, JobRecord] = {}
+        self._snapshots: dict[str, str] = {}
+
+    def get(self, job_id: str) -> JobRecord:
+        if job_id not in self._jobs:
+            job = self.store.load(job_id)
+            self._jobs[job_id] = job
+            self._snapshots[job_id] = job.model_dump_json()
+        return self._jobs[job_id]
+
+    def add(self, job: JobRecord) -> None:
+        self._jobs[job.id] = job
+        self._snapshots[job.id] = ""
+
+    def all(self) -> list[JobRecord]:
+        for job_id in self.store.ids():
+            try:
+                self.get(job_id)
+            except (JobNotFound, ValueError):
+                continue
+        return list(self._jobs.values())
+
+    def commit(self) -> None:
+        for job_id, job in self._jobs.items():
+            if job.model_dump_json() != self._snapshots[job_id]:
+                self.store.save(job)
+
+
+def read_json(path: Path) -> dict | None:
+    """A JSON file's object, or None if missing or unreadable (never raises)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,75 @@
+"""A stand-in for ``mkd run CONFIG --stages NAME`` used by the queue tests.
+
+It honours the same contract as the real pipeline (docs/internals.md "Stages"): reads
+the config, finds its stage in ``mkdcore.stages.dag.plan``, appends progress lines to
+``MKD_PROGRESS_FILE``, checkpoints every ``checkpoint_every`` steps under its stage
+directory, resumes from that checkpoint, writes the manifest last, and on SIGTERM
+checkpoints and exits 143. Steps = the ``tasks`` of the stage's training section,
+``MKD_FAKE_STEP_S`` seconds each. Every start is appended to ``<runs_dir>/fake_runs.log``
+so tests can count runs, resumes and overlaps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+
+def main(argv: list[str]) -> int:
+    from mkdcore.config import config_from_dict
+    from mkdcore.stages.dag import plan
+
+    assert argv[0] == "run" and argv[2] == "--stages", argv
+    cfg = config_from_dict(yaml.safe_load(Path(argv[1]).read_text()), check_plugins=False)
+    node = next(n for n in plan(cfg) if n.name == argv[3])
+    training = {"teacher": cfg.teacher.training, "fuse": cfg.fusion.training, "student": cfg.training}.get(node.kind)
+    total = training.tasks if training else 1
+    every = training.checkpoint_every if training else 1
+    step_s = float(os.environ.get("MKD_FAKE_STEP_S", "0.01"))
+    ckpt = node.stage_dir / "checkpoints" / "last.json"
+    start = json.loads(ckpt.read_text())["step"] if ckpt.is_file() else 0
+    runs_log = Path(cfg.runtime.runs_dir) / "fake_runs.log"
+    with open(runs_log, "a") as fh:
+        fh.write(f"{node.name} {node.key} start pid={os.getpid()} from={start} t={time.time():.3f}\n")
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
+    progress = os.environ.get("MKD_PROGRESS_FILE")
+
+    def save(step: int) -> None:
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        tmp = ckpt.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"step": step}))
+        os.replace(tmp, ckpt)
+
+    print(f"{node.name}: steps {start}..{total}", flush=True)
+    if os.environ.get("MKD_FAKE_FAIL") == node.name:
+        print(f"{node.name}: boom (MKD_FAKE_FAIL)", flush=True)
+        return 1
+    for step in range(start + 1, total + 1):
+        if stop["flag"]:
+            save(step - 1)
+            print(f"{node.name}: SIGTERM, checkpoint at {step - 1}", flush=True)
+            return 143
+        time.sleep(step_s)
+        if step % every == 0:
+            save(step)
+        if progress:
+            with open(progress, "a") as fh:
+                fh.write(json.dumps({"time": time.time(), "stage": node.name, "step": step, "total": total,
+                                     "loss": 1.0 / step, "val_acc": 0.5 if step % every == 0 else None,
+                                     "eta_s": (total - step) * step_s, "event": "step"}) + "\n")
+    node.stage_dir.mkdir(parents=True, exist_ok=True)
+    (node.stage_dir / "manifest.json").write_text(json.dumps({"stage": node.name, "key": node.key}))
+    with open(runs_log, "a") as fh:
+        fh.write(f"{node.name} {node.key} done pid={os.getpid()} t={time.time():.3f}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,124 @@
+"""Worker heartbeats and the watchdog, run by a thread in the worker's main process.
+
+Every ``MKD_HEARTBEAT_EVERY`` seconds the worker writes ``<runs_dir>/workers/<node>.json``
+(host, pid, GPU name/memory/utilisation via NVML, process RSS, the stage its task
+process runs, time). The same thread is the watchdog: it re-queues running stages whose
+worker has been silent for ``MKD_STALE_AFTER`` seconds (capped attempts, see
+:func:`mkdcore.jobs.dispatch.recover_stale`). Every worker runs it; the store lock makes
+concurrent watchdogs harmless. Celery's own ``ping``/``inspect`` are not needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from celery.signals import worker_ready, worker_shutdown
+from celery.utils.log import get_logger
+
+from mkdcore.jobs.dispatch import dispatch, recover_stale
+from mkdcore.jobs.heartbeats import HEARTBEAT_EVERY_S, STALE_AFTER_S, read_heartbeats, workers_dir
+from mkdcore.jobs.messages import make_sender
+from mkdcore.jobs.store import JobStore, atomic_write, default_runs_dir, read_json
+from workers.gpu import gpu_stats
+
+log = get_logger("mkd.heartbeat")
+
+
+def worker_gpu() -> int | None:
+    """The GPU this worker owns (``MKD_WORKER_GPU``, set by ``mkd worker``), None for CPU."""
+    value = os.environ.get("MKD_WORKER_GPU", "")
+    return int(value) if value.strip().isdigit() else None
+
+
+def beat_payload(node: str, runs_dir: Path, stopped: bool = False) -> dict[str, Any]:
+    import psutil
+
+    task = read_json(workers_dir(runs_dir) / f"{node}.task.json")
+    rss = 0
+    try:
+        me = psutil.Process()
+        rss = me.memory_info().rss + sum(c.memory_info().rss for c in me.children(recursive=True))
+    except psutil.Error:
+        pass
+    return {
+        "node": node,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "queues": os.environ.get("MKD_WORKER_QUEUES", ""),
+        "gpu": gpu_stats(worker_gpu()),
+        "rss_mib": round(rss / 2**20),
+        "task": task,
+        "time": time.time(),
+        "stopped": stopped,
+    }
+
+
+def write_beat(node: str, runs_dir: Path, stopped: bool = False) -> dict[str, Any]:
+    beat = beat_payload(node, runs_dir, stopped)
+    text = json.dumps(beat)
+    atomic_write(workers_dir(runs_dir) / f"{node}.json", text)
+    other = (beat.get("task") or {}).get("runs_dir")
+    if other and Path(other).absolute() != runs_dir.absolute():
+        atomic_write(workers_dir(other) / f"{node}.json", text)  # jobs kept in another run dir
+    return beat
+
+
+def watchdog_tick(runs_dir: Path, app: Any, stale_after: float = STALE_AFTER_S) -> list:
+    """Re-queue lost stages of this run directory and dispatch them (one pass)."""
+    store = JobStore(runs_dir)
+    if not store.root.is_dir():
+        return []
+    beats = read_heartbeats(runs_dir)
+    with store.transaction() as tx:
+        changes = recover_stale(tx, beats, stale_after=stale_after)
+        if changes:
+            for job_id, stage, what in changes:
+                log.warning("watchdog: %s/%s %s", job_id, stage, what)
+            dispatch(tx, make_sender(app))
+    return changes
+
+
+class Heartbeat(threading.Thread):
+    """The heartbeat + watchdog thread of one worker."""
+
+    def __init__(self, node: str, runs_dir: Path, app: Any, every: float = HEARTBEAT_EVERY_S) -> None:
+        super().__init__(name="mkd-heartbeat", daemon=True)
+        self.node, self.runs_dir, self.app, self.every = node, runs_dir, app, every
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                write_beat(self.node, self.runs_dir)
+                watchdog_tick(self.runs_dir, self.app)
+            except Exception as exc:  # a full disk must not kill the worker
+                log.error("heartbeat: %s: %s", type(exc).__name__, exc)
+            self.stop_event.wait(self.every)
+
+
+_thread: Heartbeat | None = None
+
+
+@worker_ready.connect
+def _start(sender=None, **_: Any) -> None:
+    global _thread
+    node = os.environ.get("MKD_NODE") or getattr(sender, "hostname", None) or socket.gethostname()
+    _thread = Heartbeat(node, default_runs_dir(), sender.app)
+    _thread.start()
+    log.info("heartbeat every %.1f s to %s (stale after %.0f s)", HEARTBEAT_EVERY_S, workers_dir(default_runs_dir()), STALE_AFTER_S)
+
+
+@worker_shutdown.connect
+def _stop(sender=None, **_: Any) -> None:
+    if _thread is not None:
+        _thread.stop_event.set()
+        try:
+            write_beat(_thread.node, _thread.runs_dir, stopped=True)
+        except OSError:
+            pass
