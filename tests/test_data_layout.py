@@ -124,3 +124,16 @@ def test_sample_indices_rules():
     assert sample_indices(9, 8, True, rng) == [int(x) for x in np.floor(np.linspace(0, 8, 8))]  # pad < 1
     with pytest.raises(DataError, match="v has 5 frames, needs at least 8"):
         sample_indices(5, 8, True, rng, name="v")
+
+
+def test_standard_dataset_plugin_installs_shipped_split(tmp_path, plugin_manager):
+    from mkdcore import api
+
+    assert {"ucf101", "hmdb51", "kinetics100", "ssv2_small", "ssv2_full"} <= set(api.names("dataset"))
+    with pytest.raises(DataError, match="does not exist"):
+        api.create("dataset", "ssv2_full", root=str(tmp_path / "none"))
+    write_jpeg(tmp_path / "l8" / "rgb_l8" / "a" / "b" / "00000001.jpg")
+    root = api.create("dataset", "ssv2_full", root=str(tmp_path))
+    assert root == tmp_path
+    assert DatasetLayout(root).split_ids("ssv2_OTAM") == ["07"]
+    assert (tmp_path / "splits" / "ssv2_OTAM" / "trainlist07.txt").stat().st_size > 0
