@@ -35,10 +35,10 @@ def mfm_teacher_cost(fusion_teacher: torch.nn.Module, teacher_costs: dict[str, d
     support = {m: torch.empty(n_s, t, dim, device="meta") for m in meta.modalities}
     query = {m: torch.empty(n_q, t, dim, device="meta") for m in meta.modalities}
     with ThopCounter(meta) as counter:
-        meta(support, labels, query)
+        meta(support, labels, query, way=ep.way)
     flops = FlopCounterMode(display=False)
     with flops:
-        meta(support, labels, query)
+        meta(support, labels, query, way=ep.way)
     return {
         "params": count_params(fusion_teacher) + sum(c["params"] for c in teacher_costs.values()),
         "gmacs": counter.macs / 1e9 + sum(c["gmacs"] for c in teacher_costs.values()),

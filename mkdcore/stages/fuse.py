@@ -29,8 +29,8 @@ class FusionTeacher(torch.nn.Module):
     def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.fusion({m: feats[m] for m in self.modalities})
 
-    def forward(self, support: dict[str, torch.Tensor], labels: torch.Tensor, query: dict[str, torch.Tensor]) -> dict[str, Any]:
-        return self.head(self.fuse(support), labels, self.fuse(query))
+    def forward(self, support: dict[str, torch.Tensor], labels: torch.Tensor, query: dict[str, torch.Tensor], way: int | None = None) -> dict[str, Any]:
+        return self.head(self.fuse(support), labels, self.fuse(query), way=way)
 
 
 def build_fusion_teacher(spec: dict[str, Any]) -> tuple[FusionTeacher, dict[str, Any]]:
