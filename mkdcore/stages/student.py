@@ -14,7 +14,7 @@ import torch
 
 from mkdcore import api
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import best_state, build_fewshot, data_spec, load_model, save_model
+from mkdcore.stages.common import best_state, build_fewshot, data_spec, load_model, resolved, save_model
 from mkdcore.stages.dag import needs_teacher, student_variants
 from mkdcore.stages.fewshot_training import train_on_frames
 
@@ -39,6 +39,10 @@ def run(ctx: StageContext) -> dict[str, Any]:
     mspec["modality"] = "rgb"
     mspec["data"] = data_spec(cfg)
     dist_c = spec["distiller"]
+    dist_opts = api.get("distiller", dist_c.name).options
+    if dist_opts is not None and "tasks_per_batch" in dist_opts.model_fields:
+        # the distiller scales its terms by the accumulation the engine really uses
+        dist_c = resolved(dist_c, tasks_per_batch=cfg.training.tasks_per_batch)
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
     teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
     store = ctx.nodes["mm_features"].stage_dir / "features" if teacher is not None else None
