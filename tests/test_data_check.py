@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from mkdcore.cli.data_check import check
@@ -127,7 +126,7 @@ def test_cli_one_line_error_without_traceback(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "mkdcore.cli.main", "data", "check", str(tmp_path / "nope")],
-        capture_output=True, text=True, env=env,
+        capture_output=True, text=True, env=env, check=False,
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"error: dataset root {tmp_path / 'nope'} does not exist"]

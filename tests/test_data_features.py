@@ -55,7 +55,7 @@ def tree(tmp_path):
     layout = DatasetLayout(root)
     index = load_split(layout, "s", "train")
     store = FeatureStore(root / "feature" / "mm", frames=8, dim=6)
-    for k in index.keys():
+    for k in index.keys():  # noqa: SIM118 (SplitIndex.keys is a method, not a dict)
         store.save(k, np.full((8, 6), hash(k) % 97, np.float32))
     return layout, index, store
 

@@ -11,7 +11,12 @@ from click.testing import CliRunner
 from PIL import Image
 
 from mkdcore.cli.data_import import import_videos as import_cmd
-from mkdcore.data.importer import find_videos, import_video, import_videos, uniform_indices
+from mkdcore.data.importer import (
+    find_videos,
+    import_video,
+    import_videos,
+    uniform_indices,
+)
 
 
 def make_video(path: Path, n: int, w: int = 32, h: int = 24, codec: str = "mpeg4") -> None:

@@ -42,9 +42,9 @@ def test_three_rgb_spellings_and_modality_beside(tmp_path, spelling):
 
 def test_missing_root_and_missing_rgb_are_one_line_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
-        DatasetLayout(tmp_path / "nothing").rgb_dir
+        _ = DatasetLayout(tmp_path / "nothing").rgb_dir
     with pytest.raises(DataError, match="no RGB frame folder"):
-        DatasetLayout(tmp_path).rgb_dir
+        _ = DatasetLayout(tmp_path).rgb_dir
 
 
 def test_split_spaces_case_and_missing(tmp_path):

@@ -22,9 +22,16 @@ def import_videos(videos_dir: str, out: str, frames: int, workers: int, size: in
     from pathlib import Path
 
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    from mkdcore.data.importer import find_videos, import_videos as run_import
+    from mkdcore.data.importer import find_videos
+    from mkdcore.data.importer import import_videos as run_import
 
     jobs = find_videos(Path(videos_dir), Path(out) / "rgb_l8")
     console = Console(stderr=True)

@@ -168,7 +168,7 @@ class Checker:
                 self.error(f"{rep.which}: video {s.key} has {len(s.frames)} frames, needs {self.frames}")
         for m in self.report.modalities[1:]:
             mdir = self.layout.modality_dir(m)
-            mstatus = pool.map(lambda k: _scan_video(mdir / k.class_name / k.video, k), keys, chunksize=64)
+            mstatus = pool.map(lambda k, d=mdir: _scan_video(d / k.class_name / k.video, k), keys, chunksize=64)
             for s in mstatus:
                 if s.frames != rgb_frames[s.key] or s.unreadable:
                     rep.modality_mismatch += 1

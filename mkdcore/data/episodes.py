@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,7 @@ class Episode:
         }
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Episode":
+    def from_json(cls, d: dict[str, Any]) -> Episode:
         return cls(
             classes=list(d["classes"]),
             support=[VideoKey(*k) for k in d["support"]],

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -74,7 +74,7 @@ def _count_frames(path: Path) -> int:
         return sum(1 for p in container.demux(stream) if p.size > 0)
 
 
-def _decode_selected(path: Path, wanted: list[int]) -> tuple[dict[int, "object"], int]:
+def _decode_selected(path: Path, wanted: list[int]) -> tuple[dict[int, object], int]:
     """Decode the whole stream once, keeping the frames at ``wanted`` as PIL images."""
     import av
 
@@ -150,7 +150,7 @@ def _run_one(job: ImportJob, frames: int, size: int | None) -> tuple[str, str]:
         return import_video(job, frames, size), ""
     except DataError as exc:
         return "failed", str(exc)
-    except Exception as exc:  # a decoder crash on one file must not stop the others
+    except Exception as exc:  # noqa: BLE001  (a decoder crash on one file must not stop the others)
         return "failed", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 

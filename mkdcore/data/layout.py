@@ -164,5 +164,5 @@ class DatasetLayout:
         if len(ids) == 1:
             return ids[0]
         if not ids:
-            raise DataError(f"{self.split_dir(split)}: no {train,val,test}listNN.txt split files")
+            raise DataError(f"{self.split_dir(split)}: no {{train,val,test}}listNN.txt split files")
         return "03" if "03" in ids else ids[0]

@@ -9,7 +9,8 @@ changes results.
 
 from __future__ import annotations
 
-from typing import Literal, Mapping
+from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,8 +58,8 @@ class ClipTransform:
             raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(clip.shape)}")
         clip = F.resize(clip, self.resize, antialias=True)  # int size: shorter side, aspect kept
         h, w = clip.shape[-2:]
-        top = int(round(fy * (h - self.crop)))
-        left = int(round(fx * (w - self.crop)))
+        top = round(fy * (h - self.crop))
+        left = round(fx * (w - self.crop))
         clip = clip[..., top : top + self.crop, left : left + self.crop]
         if flip:
             clip = clip.flip(-1)

@@ -7,8 +7,8 @@ the file, since a broken frame must never be silently replaced.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
