@@ -115,7 +115,9 @@ class RaftFlow:
         if self._net is None:
             self.setup(self.device)
         n, h, w, _ = src.shape
-        ph, pw = (-h) % 8, (-w) % 8  # RAFT needs sides divisible by 8
+        # RAFT needs sides divisible by 8 and at least 128 px (its correlation pyramid);
+        # smaller frames (e.g. 112 px synthetic data) are padded by edge replication
+        ph, pw = max(128, h + (-h) % 8) - h, max(128, w + (-w) % 8) - w
         out = []
         with torch.inference_mode():
             for s in range(0, n, self.batch_size):
