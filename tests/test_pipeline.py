@@ -1,0 +1,110 @@
+"""End to end: the smoke DAG runs in-process, skips finished stages, shares teachers
+between experiments, and resumes a killed student exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mkdcore.config import load_config
+from mkdcore.stages.dag import plan
+from mkdcore.stages.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke_data(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data") / "smoke"
+
+
+def smoke_cfg(data: Path, runs: Path, *extra: str):
+    return load_config(SMOKE, [f"data.root={data}", f"runtime.runs_dir={runs}", *extra])
+
+
+@pytest.mark.slow
+def test_smoke_dag_end_to_end_then_skip_then_share(smoke_data, tmp_path):
+    runs = tmp_path / "runs"
+    cfg = smoke_cfg(smoke_data, runs)
+    nodes, ran = run_experiment(cfg, echo=lambda m: None)
+    assert ran == [n.name for n in plan(cfg)]
+    exp = runs / "smoke"
+    results = json.loads((exp / "results.json").read_text())
+    assert set(results["models"]) == {"teacher:rgb", "teacher:depth", "teacher:flow", "teacher:mfm", "student:lite-mkd", "student:baseline"}
+    for name, m in results["models"].items():
+        assert 0 <= m["accuracy"] <= 100 and m["ci95"] >= 0 and m["episodes"] == 20, name
+        assert m["params"] > 0 and m["gmacs"] > 0, name
+    assert results["models"]["student:lite-mkd"]["distiller"] == "d2m"
+    for png in ("training_curves.png", "accuracy.png", "accuracy_vs_gmacs.png"):
+        assert (exp / png).stat().st_size > 1000
+    assert "student:lite-mkd" in (exp / "report.md").read_text()
+
+    # a rerun redoes nothing
+    _, ran = run_experiment(cfg, echo=lambda m: None)
+    assert ran == []
+
+    # another experiment with a different student shares every teacher stage
+    other = smoke_cfg(smoke_data, runs, "name=smoke-lr", "training.lr=0.002")
+    _, ran = run_experiment(other, echo=lambda m: None)
+    assert sorted(ran) == ["evaluate", "report", "student:baseline", "student:lite-mkd"]
+
+
+def _progress(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_killed_student_resumes_exactly(smoke_data, tmp_path):
+    overrides = ["training.tasks=12", "training.checkpoint_every=2", "training.log_every=1", "training.val_every=6"]
+    # reference: uninterrupted (teachers are trained once and shared by both runs)
+    ref_cfg = smoke_cfg(smoke_data, tmp_path / "runs", *overrides)
+    run_experiment(ref_cfg, stages=["student:lite-mkd"], echo=lambda m: None)
+    node = next(n for n in plan(ref_cfg) if n.name == "student:lite-mkd")
+    reference = (node.stage_dir / "metrics.jsonl").read_text()
+    # same experiment in a second runs dir, sharing the finished teacher stages by copy
+    runs2 = tmp_path / "runs2"
+    import shutil
+
+    shutil.copytree(tmp_path / "runs", runs2)
+    shutil.rmtree(runs2 / "stages" / "student" / node.key)
+    progress = tmp_path / "progress.jsonl"
+    cmd = [sys.executable, "-m", "mkdcore.cli.main", "run", str(SMOKE), "--stages", "student:lite-mkd",
+           "--set", f"data.root={smoke_data}", "--set", f"runtime.runs_dir={runs2}", *[a for o in overrides for a in ("--set", o)]]
+    env = {**os.environ, "MKD_PROGRESS_FILE": str(progress), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        steps = [e.get("step") or 0 for e in _progress(progress) if e["stage"] == "student:lite-mkd" and e["event"] == "progress"]
+        if steps and max(steps) >= 7:
+            break
+        if proc.poll() is not None:
+            pytest.fail("mkd run finished before it could be killed")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt_dir = runs2 / "stages" / "student" / node.key / "checkpoints"
+    import torch
+
+    killed_at = torch.load(ckpt_dir / "last.pt", weights_only=True)["task"]
+    assert 2 <= killed_at < 12
+    result = subprocess.run(cmd, env={**env, "MKD_PROGRESS_FILE": str(tmp_path / "p2.jsonl")}, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert "[run ] teacher" not in result.stderr and "[skip] teacher:rgb" in result.stderr
+    resumed = [e for e in _progress(tmp_path / "p2.jsonl") if e["event"] == "start" and e["stage"] == "student:lite-mkd"]
+    assert resumed and resumed[0]["step"] == killed_at
+    got = [json.loads(x) for x in (runs2 / "stages" / "student" / node.key / "metrics.jsonl").read_text().splitlines()]
+    want = [json.loads(x) for x in reference.splitlines()]
+    assert [r["task"] for r in got] == [r["task"] for r in want]
+    for a, b in zip(got, want):
+        for k in b:
+            assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6), (k, a, b)
