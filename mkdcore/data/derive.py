@@ -17,7 +17,7 @@ Guarantees:
   at once, as one-line :class:`~mkdcore.errors.MkdError`.
 
 Execution: CPU algorithms (``modality.uses_device`` false) run on a process pool of
-``workers`` processes (spawned, one OpenCV/torch thread each); neural models run in this
+``workers`` processes (a forkserver, else spawn; one OpenCV/torch thread each); neural models run in this
 process on ``device``, ``batch_videos`` videos per :meth:`Modality.derive_batch` call.
 Backends that only accept images already on disk (``existing_only``) are verified.
 """
@@ -370,7 +370,7 @@ def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: Da
         payload = pickle.dumps(modality)
     except Exception:  # e.g. a modality defined in a test or notebook: rebuild by name
         payload = pickle.dumps((name, options))
-    ctx = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state, same on every OS
+    ctx = _pool_context()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
                              initargs=(payload, str(layout.root), str(out_dir))) as pool:
         pending: set[Future] = set()
@@ -383,6 +383,18 @@ def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: Da
                 _record(summary, bar, *fut.result())
                 for key in _take(keys, 1):
                     pending.add(pool.submit(_work, key))
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """Workers must not inherit this process's torch/OpenMP/CUDA state (fork is unsafe
+    after those started), but should not each pay the torch import either: a
+    ``forkserver`` (a fresh process that imports the heavy modules once and forks
+    workers from itself) where available, ``spawn`` elsewhere."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "cv2", "mkdcore.data.video", "mkdcore.data.derive"])
+        return ctx
+    return multiprocessing.get_context("spawn")
 
 
 def _take(it: Iterator[VideoKey], n: int) -> list[VideoKey]:
