@@ -16,10 +16,10 @@ import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from mkdcore import api  # noqa: E402
-from mkdcore.models.fewshot import FewShotModel  # noqa: E402
+from mkdcore import api
+from mkdcore.models.fewshot import FewShotModel
 
 
 def timeit(fn, repeat: int, device: torch.device) -> float:
@@ -58,7 +58,7 @@ def main() -> None:
         s = torch.rand(way * shot, T, 3, args.size, args.size, device=dev)
         q = torch.rand(way * query, T, 3, args.size, args.size, device=dev)
 
-        def step():
+        def step(model=model, s=s, q=q):
             model.zero_grad(set_to_none=True)
             d2m(model(s, labels, q), teacher, qlabels)["total"].backward()
 

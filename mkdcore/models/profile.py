@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Self
 
 import torch
 from torch import nn
@@ -84,7 +85,7 @@ class ThopCounter:
 
         return hook
 
-    def __enter__(self) -> "ThopCounter":
+    def __enter__(self) -> ThopCounter:
         for module in self.model.modules():
             for types, rule in self.RULES:
                 if isinstance(module, types):

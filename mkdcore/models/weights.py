@@ -39,7 +39,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path), device="cpu")
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file, pickle with code, wrong format
+    except Exception as exc:  # noqa: BLE001 - corrupt file, pickle with code, wrong format
         raise WeightsError(f"{path}: cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
     for wrapper in ("state_dict", "model", "model_state"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
