@@ -85,7 +85,7 @@ class ThopCounter:
 
         return hook
 
-    def __enter__(self) -> ThopCounter:
+    def __enter__(self) -> Self:
         for module in self.model.modules():
             for types, rule in self.RULES:
                 if isinstance(module, types):
