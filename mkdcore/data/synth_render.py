@@ -84,11 +84,11 @@ def _background(rng: np.random.Generator, canvas: int, horizon: float) -> np.nda
     img = np.where((yy * canvas)[..., None] >= horizon, floor, wall).astype(np.float32)
     k = int(rng.integers(3, 10))
     texture = cv2.resize(rng.random((k, k, 3), dtype=np.float32), (canvas, canvas), interpolation=cv2.INTER_CUBIC)
-    img += (texture - 0.5) * rng.uniform(20, 70)
-    for _ in range(int(rng.integers(2, 8))):
+    img += (texture - 0.5) * rng.uniform(15, 45)
+    for _ in range(int(rng.integers(1, 6))):
         colour = tuple(float(c) for c in _random_colour(rng, 0.1, 1.0))
         cx, cy = (float(c) for c in rng.uniform(0, canvas, 2))
-        a, b = (float(c) for c in rng.uniform(0.03, 0.18, 2) * canvas)
+        a, b = (float(c) for c in rng.uniform(0.03, 0.14, 2) * canvas)
         kind = int(rng.integers(0, 3))
         if kind == 0:
             cv2.rectangle(img, _pt(cx - a, cy - b), _pt(cx + a, cy + b), colour, -1, cv2.LINE_AA, _SHIFT)
@@ -152,7 +152,7 @@ def render_video(action: Action, rng: np.random.Generator, size: int, frames: in
     limb_c, torso_c, head_c = (_random_colour(rng, lo, hi) for _ in range(3))
     left_c = np.clip(limb_c * 0.8 + (40 if dark else -10), 0, 255)
     nose_c = 255.0 - head_c
-    thick = max(1, int(round(rng.uniform(0.035, 0.07) * hpx)))
+    thick = max(1, int(round(rng.uniform(0.045, 0.08) * hpx)))
     torso_thick = max(thick + 1, int(round(thick * 1.7)))
     head_r = body.head_r * scale[:, J["head"]]
 
