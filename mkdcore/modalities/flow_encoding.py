@@ -49,6 +49,7 @@ def make_colorwheel() -> np.ndarray:
 
 
 _WHEEL = make_colorwheel()
+_WHEEL_UNIT = (_WHEEL / 255.0).astype(np.float32)
 
 
 def clip_scale(flows: np.ndarray, mode: str = "clip", max_flow: float = 20.0, min_scale: float = 1.0) -> float:
@@ -70,12 +71,12 @@ def clip_scale(flows: np.ndarray, mode: str = "clip", max_flow: float = 20.0, mi
 
 def encode_wheel(flow: np.ndarray, scale: float) -> np.ndarray:
     """Flow ``(H, W, 2)`` px -> uint8 RGB ``(H, W, 3)`` on the Middlebury wheel."""
-    scaled = flow / scale
-    rad = np.sqrt((scaled**2).sum(-1))
+    scaled = np.asarray(flow, dtype=np.float32) / np.float32(scale)  # float32: ~2x faster, as torchvision
+    rad = np.sqrt((scaled**2).sum(-1))[..., None]
     col = _wheel_colour(scaled)
-    r = rad[..., None]
-    col = np.where(r <= 1, 1 - r * (1 - col), col * 0.75)
-    return np.floor(255 * col).astype(np.uint8)
+    inside = rad <= 1
+    col = np.where(inside, 1 - rad * (1 - col), col * np.float32(0.75))
+    return (255 * col).astype(np.uint8)  # truncation = floor for non-negative values
 
 
 def _wheel_lut(n: int = 1440) -> tuple[np.ndarray, np.ndarray]:
@@ -89,14 +90,15 @@ def _wheel_lut(n: int = 1440) -> tuple[np.ndarray, np.ndarray]:
 
 def _wheel_colour(flow: np.ndarray) -> np.ndarray:
     """Fully saturated wheel colour (float RGB in [0, 1]) of each flow vector's direction."""
-    u, v = flow[..., 0], flow[..., 1]
-    angle = np.arctan2(-v, -u) / np.pi
-    ncols = _WHEEL.shape[0]
-    fk = (angle + 1) / 2 * (ncols - 1)
-    k0 = np.floor(fk).astype(np.int32)
-    k1 = (k0 + 1) % ncols
+    wheel = _WHEEL_UNIT if flow.dtype == np.float32 else _WHEEL / 255.0
+    angle = np.arctan2(-flow[..., 1], -flow[..., 0]) / np.pi
+    ncols = wheel.shape[0]
+    fk = (angle + 1) * ((ncols - 1) / 2)
+    k0 = fk.astype(np.int32)  # fk >= 0: truncation = floor
+    k1 = k0 + 1
+    k1[k1 == ncols] = 0
     f = (fk - k0)[..., None]
-    return ((1 - f) * _WHEEL[k0] + f * _WHEEL[k1]) / 255.0
+    return (1 - f) * wheel[k0] + f * wheel[k1]
 
 
 _LUT_DIRS, _LUT_COLS = _wheel_lut()
