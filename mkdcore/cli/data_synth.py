@@ -21,6 +21,7 @@ def synth(out: Path, classes: int, videos_per_class: int, size: int, seed: int, 
 
     Reruns skip finished videos, so an interrupted run can simply be started again.
     """
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
     from mkdcore.data.synth import SPLIT_NAME, SynthParams, manifest, render_dataset
@@ -30,7 +31,9 @@ def synth(out: Path, classes: int, videos_per_class: int, size: int, seed: int, 
     start = time.perf_counter()
     counts = {"first": None, "done": 0}
 
-    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True) as bar:
+    console = Console(stderr=True)  # stdout keeps only the summary line
+    columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("rendering", total=classes * videos_per_class)
 
         def progress(done: int, total: int) -> None:

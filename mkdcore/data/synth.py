@@ -275,7 +275,10 @@ def render_dataset(
     if workers < 1:
         raise ConfigError(f"workers={workers} must be at least 1")
     root = Path(root)
-    _prepare_root(root, params)
+    try:
+        _prepare_root(root, params)
+    except OSError as exc:
+        raise DataError(f"{root}: cannot write the dataset here ({exc.strerror or exc})") from None
     _clean_stale_tmp(root)
     jobs = [(c, i) for c in class_names(classes) for i in range(videos_per_class)]
     total = len(jobs)
