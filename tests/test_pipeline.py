@@ -26,13 +26,19 @@ def smoke_data(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data") / "smoke"
 
 
+@pytest.fixture(scope="module")
+def shared_runs(tmp_path_factory) -> Path:
+    """One runs dir for the module, so teachers trained by one test serve the next."""
+    return tmp_path_factory.mktemp("runs")
+
+
 def smoke_cfg(data: Path, runs: Path, *extra: str):
     return load_config(SMOKE, [f"data.root={data}", f"runtime.runs_dir={runs}", *extra])
 
 
 @pytest.mark.slow
-def test_smoke_dag_end_to_end_then_skip_then_share(smoke_data, tmp_path):
-    runs = tmp_path / "runs"
+def test_smoke_dag_end_to_end_then_skip_then_share(smoke_data, shared_runs):
+    runs = shared_runs
     cfg = smoke_cfg(smoke_data, runs)
     nodes, ran = run_experiment(cfg, echo=lambda m: None)
     assert ran == [n.name for n in plan(cfg)]
@@ -64,10 +70,10 @@ def _progress(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_killed_student_resumes_exactly(smoke_data, tmp_path):
+def test_killed_student_resumes_exactly(smoke_data, shared_runs, tmp_path):
     overrides = ["training.tasks=12", "training.checkpoint_every=2", "training.log_every=1", "training.val_every=6"]
     # reference: uninterrupted (teachers are trained once and shared by both runs)
-    ref_cfg = smoke_cfg(smoke_data, tmp_path / "runs", *overrides)
+    ref_cfg = smoke_cfg(smoke_data, shared_runs, *overrides)
     run_experiment(ref_cfg, stages=["student:lite-mkd"], echo=lambda m: None)
     node = next(n for n in plan(ref_cfg) if n.name == "student:lite-mkd")
     reference = (node.stage_dir / "metrics.jsonl").read_text()
@@ -75,7 +81,7 @@ def test_killed_student_resumes_exactly(smoke_data, tmp_path):
     runs2 = tmp_path / "runs2"
     import shutil
 
-    shutil.copytree(tmp_path / "runs", runs2)
+    shutil.copytree(shared_runs, runs2)
     shutil.rmtree(runs2 / "stages" / "student" / node.key)
     progress = tmp_path / "progress.jsonl"
     cmd = [sys.executable, "-m", "mkdcore.cli.main", "run", str(SMOKE), "--stages", "student:lite-mkd",

@@ -10,7 +10,13 @@ from typing import Any
 
 from mkdcore.data.features import FeatureStore
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import all_keys, extract_backbone_features, layout_of, load_model, transform_of
+from mkdcore.stages.common import (
+    all_keys,
+    extract_backbone_features,
+    layout_of,
+    load_model,
+    transform_of,
+)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

@@ -13,9 +13,18 @@ import torch.nn.functional as F
 from mkdcore import api
 from mkdcore.config import Component
 from mkdcore.data.episodes import Episode, EpisodeSampler
-from mkdcore.engine import EpisodicTrainer, StepOutput
+from mkdcore.engine import EpisodicTrainer, StepOutput, seed_everything
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import all_keys, best_state, feature_caches_for, resolved, save_model, score_episodes, split_of, val_episodes
+from mkdcore.stages.common import (
+    all_keys,
+    best_state,
+    feature_caches_for,
+    resolved,
+    save_model,
+    score_episodes,
+    split_of,
+    val_episodes,
+)
 
 
 class FusionTeacher(torch.nn.Module):
@@ -67,6 +76,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     caches = feature_caches_for(stores, all_keys(cfg))
     dim = next(iter(next(iter(caches.values())).values())).shape[1]
     spec = fusion_spec(ctx, dim)
+    seed_everything(f.training.seed)  # initial weights depend on the seed only, not on what ran before
     model, _ = build_fusion_teacher(spec)
     model.to(ctx.device)
     ep = cfg.episodes

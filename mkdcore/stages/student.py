@@ -13,8 +13,16 @@ from typing import Any
 import torch
 
 from mkdcore import api
+from mkdcore.engine import seed_everything
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import best_state, build_fewshot, data_spec, load_model, resolved, save_model
+from mkdcore.stages.common import (
+    best_state,
+    build_fewshot,
+    data_spec,
+    load_model,
+    resolved,
+    save_model,
+)
 from mkdcore.stages.dag import needs_teacher, student_variants
 from mkdcore.stages.fewshot_training import train_on_frames
 
@@ -34,6 +42,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     variant = ctx.node.params["variant"]
     spec = student_variants(cfg)[variant]
+    seed_everything(cfg.training.seed)  # initial weights depend on the seed only, not on what ran before
     model, mspec = build_fewshot(spec["backbone"], cfg.student.head, cfg.data.frames, cfg.student.pretrained)
     mspec["variant"] = variant
     mspec["modality"] = "rgb"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mkdcore.engine import seed_everything
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.common import best_state, build_fewshot, data_spec, save_model
 from mkdcore.stages.fewshot_training import train_on_frames
@@ -14,6 +15,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     m = ctx.node.params["modality"]
     t = cfg.teacher
+    seed_everything(t.training.seed)  # initial weights depend on the seed only, not on what ran before
     model, spec = build_fewshot(t.backbone, t.head, cfg.data.frames, t.pretrained.get(m))
     spec["modality"] = m
     spec["data"] = data_spec(cfg)
