@@ -29,6 +29,7 @@ import os
 import pickle
 import re
 import shutil
+import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -130,14 +131,31 @@ def clean_stale_tmp(out_dir: Path) -> int:
 
 
 # ----------------------------------------------------------------------- one video
+def read_rgb(paths: Sequence[Path]) -> np.ndarray:
+    """Frames as uint8 ``(T, H, W, 3)`` RGB numpy, decoded by OpenCV (libjpeg-turbo).
+
+    Derivation works on numpy images (OpenCV, image processors), so this skips
+    :func:`mkdcore.data.video.read_frames`' torch tensors (and keeps torch out of CPU
+    workers); errors name the file the same way.
+    """
+    import cv2
+
+    frames = []
+    for p in paths:
+        bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise DataError(f"cannot decode frame {p}")
+        if frames and bgr.shape != frames[0].shape:
+            raise DataError(f"frame {p} is {bgr.shape[:2]}, other frames of the video are {frames[0].shape[:2]}")
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return np.stack(frames)
+
+
 def read_clip(layout: DatasetLayout, key: VideoKey) -> Clip:
     """The RGB frames of ``key`` (and the next-frame neighbours when the dataset has them)."""
-    from mkdcore.data.video import read_frames
-
     paths = layout.frame_paths("rgb", key)
     if not paths:
         raise DataError(f"{layout.video_dir('rgb', key)}: no frames")
-    frames = read_frames(paths).permute(0, 2, 3, 1).contiguous().numpy()
     names = [p.name for p in paths]
     next_frames = None
     next_dir = layout.video_dir(NEXT_FRAMES_MODALITY, key)
@@ -146,8 +164,8 @@ def read_clip(layout: DatasetLayout, key: VideoKey) -> Clip:
         missing = [p.name for p in next_paths if not p.is_file()]
         if missing:
             raise DataError(f"{next_dir}: missing neighbour frames {', '.join(missing)}")
-        next_frames = read_frames(next_paths).permute(0, 2, 3, 1).contiguous().numpy()
-    return Clip(frames=frames, next_frames=next_frames, key=(key.class_name, key.video), names=names)
+        next_frames = read_rgb(next_paths)
+    return Clip(frames=read_rgb(paths), next_frames=next_frames, key=(key.class_name, key.video), names=names)
 
 
 def write_video(out_dir: Path, key: VideoKey, names: Sequence[str], images: Sequence[np.ndarray], jpeg_quality: int = 95) -> None:
@@ -214,17 +232,13 @@ def _init_worker(payload: bytes, root: str, out_dir: str) -> None:
     import cv2
 
     cv2.setNumThreads(1)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:  # pragma: no cover
-        pass
     obj = pickle.loads(payload)
     if isinstance(obj, tuple):  # (name, options): not picklable, rebuild from plugins
         from mkdcore.plugins import get_manager
 
         obj = get_manager().registry.create("modality", obj[0], **obj[1])
+    if "torch" in sys.modules:  # a modality that uses torch on CPU: one thread per worker
+        sys.modules["torch"].set_num_threads(1)
     obj.setup("cpu")
     _worker_state.update(modality=obj, layout=DatasetLayout(root), out_dir=Path(out_dir))
 
@@ -387,12 +401,12 @@ def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: Da
 
 def _pool_context() -> multiprocessing.context.BaseContext:
     """Workers must not inherit this process's torch/OpenMP/CUDA state (fork is unsafe
-    after those started), but should not each pay the torch import either: a
-    ``forkserver`` (a fresh process that imports the heavy modules once and forks
+    after those started), but should not each pay the imports either: a
+    ``forkserver`` (a fresh process that imports the common modules once and forks
     workers from itself) where available, ``spawn`` elsewhere."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "cv2", "mkdcore.data.video", "mkdcore.data.derive"])
+        ctx.set_forkserver_preload(["cv2", "numpy", "mkdcore.data.derive", "mkdcore.data.layout"])
         return ctx
     return multiprocessing.get_context("spawn")
 
