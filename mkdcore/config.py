@@ -37,7 +37,7 @@ class Component(Section):
 class SynthConfig(Section):
     """Render the synthetic dataset into ``data.root`` when it is missing."""
 
-    classes: int = 12
+    classes: int = Field(20, description="20 gives 10/5/5 train/val/test classes; 5-way val/test needs >= 15")
     videos_per_class: int = 10
     size: int = 112
     seed: int = 0
