@@ -177,3 +177,34 @@ def test_status_answers_fast_with_a_dead_worker(queue):
     data = json.loads(out.stdout)
     assert data["workers"][0]["state"] == "unknown"
     assert took < 5  # interpreter start included; no inspect round-trip
+
+
+@pytest.mark.slow
+def test_smoke_experiment_through_the_queue_end_to_end(queue):
+    """The real pipeline: `mkd submit configs/smoke.yaml` (CLI, plugin options checked),
+    two CPU workers running `mkd run --stages` for every stage of the DAG."""
+    import shutil
+
+    from tests.redis_fixtures import REPO
+
+    q = queue
+    smoke = REPO / "configs" / "smoke.yaml"
+    if not smoke.is_file():
+        pytest.skip("configs/smoke.yaml is not in this checkout")
+    cfg = q.root / "smoke.yaml"
+    shutil.copy(smoke, cfg)
+    del q.env["MKD_STAGE_MODULE"]
+    q.env["MKD_STALE_AFTER"] = "60"  # torch imports on 2 busy cores must not look like a dead worker
+    q.start_worker("a")
+    q.start_worker("b")
+    out = q.mkd("submit", str(cfg), "--set", f"runtime.runs_dir={q.runs}", timeout=120)
+    assert out.returncode == 0, out.stderr
+    job_id = out.stdout.strip().splitlines()[-1]
+    done = q.wait_state(job_id, ("succeeded", "failed", "cancelled"), timeout=400)
+    assert done.state == "succeeded", [(s.name, s.state, s.message) for s in done.stages if s.state != "succeeded"]
+    assert {s.worker.split("-")[0] for s in done.stages if not s.cached} == {"a", "b"}  # parallel branches used both
+    assert all((q.runs / "stages").glob("report/*/manifest.json"))
+    data = json.loads(q.mkd("status", job_id, "--json").stdout)
+    assert data["state"] == "succeeded" and all(s["state"] == "succeeded" for s in data["stages"])
+    again = q.mkd("submit", str(cfg), "--set", f"runtime.runs_dir={q.runs}")
+    assert again.returncode != 0 and f"submitted as job {job_id}" in again.stderr

@@ -77,10 +77,10 @@ def watchdog_tick(runs_dir: Path, app: Any, stale_after: float = STALE_AFTER_S) 
     beats = read_heartbeats(runs_dir)
     with store.transaction() as tx:
         changes = recover_stale(tx, beats, stale_after=stale_after)
-        if changes:
-            for job_id, stage, what in changes:
-                log.warning("watchdog: %s/%s %s", job_id, stage, what)
-            dispatch(tx, make_sender(app))
+        for job_id, stage, what in changes:
+            log.warning("watchdog: %s/%s %s", job_id, stage, what)
+        # Also queues stages a failed publish left pending (broker briefly down).
+        dispatch(tx, make_sender(app), raise_errors=False)
     return changes
 
 

@@ -190,7 +190,7 @@ class StageRun:
                 rec.state = "failed"
                 rec.message = f"exit code {rc}: {last_line(self.store.log_path(m.job_id, m.stage))}"
             outcome = rec.state
-            dispatch(tx, make_sender(self.app, {m.job_id: m.config}))
+            dispatch(tx, make_sender(self.app, {m.job_id: m.config}), raise_errors=False)
         log.info("%s/%s %s (exit code %s)", m.job_id, m.stage, outcome, rc)
         return {"outcome": outcome, "exit_code": rc}
 

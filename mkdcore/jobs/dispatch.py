@@ -34,8 +34,26 @@ def _active_owners(jobs: list[JobRecord]) -> dict[tuple[str, str], str]:
     return {(s.kind, s.key): f"{j.id}/{s.name}" for j in jobs for s in j.stages if s.state in ("queued", "running")}
 
 
-def dispatch(tx: Transaction, send: Sender) -> list[tuple[str, str]]:
-    """Queue every ready stage of every active job; return ``[(job_id, stage)]`` sent."""
+class _SendFailed(Exception):
+    pass
+
+
+def dispatch(tx: Transaction, send: Sender, raise_errors: bool = True) -> list[tuple[str, str]]:
+    """Queue every ready stage of every active job; return ``[(job_id, stage)]`` sent.
+
+    If the broker refuses a message the stage goes back to ``pending`` (a later dispatch,
+    e.g. the next watchdog tick, queues it) and the error is raised after the records are
+    consistent, unless ``raise_errors`` is False (inside workers).
+    """
+    try:
+        return _dispatch(tx, send)
+    except _SendFailed as exc:
+        if raise_errors:
+            raise exc.__cause__ from None
+        return []
+
+
+def _dispatch(tx: Transaction, send: Sender) -> list[tuple[str, str]]:
     jobs = tx.all()
     owners = _active_owners(jobs)
     sent: list[tuple[str, str]] = []
@@ -66,9 +84,10 @@ def dispatch(tx: Transaction, send: Sender) -> list[tuple[str, str]]:
                 stage.waiting_for, stage.message = None, None
                 try:
                     send(job, stage)
-                except Exception:
+                except Exception as exc:
                     stage.state, stage.token = "pending", None
-                    raise
+                    stage.message = f"not queued yet: broker error ({type(exc).__name__})"
+                    raise _SendFailed() from exc
                 owners[(stage.kind, stage.key)] = f"{job.id}/{stage.name}"
                 sent.append((job.id, stage.name))
         _finish(job, now)

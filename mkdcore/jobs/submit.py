@@ -131,7 +131,14 @@ def record_and_dispatch(jobs: list[tuple[JobRecord, dict[str, Any]]], send, forc
         for job, resolved in jobs:
             atomic_write(Path(job.config_file), yaml.safe_dump(resolved, sort_keys=False))
             tx.add(job)
-        dispatch(tx, send)
+        try:
+            dispatch(tx, send)
+        except Exception as exc:  # nothing is recorded: the transaction is not committed
+            from mkdcore.errors import ServiceError
+            from mkdcore.jobs.broker import broker_url, redact
+
+            raise ServiceError(f"could not queue on {redact(broker_url())} ({type(exc).__name__}: {exc}); "
+                               "check Redis (`mkd doctor`), or use `mkd run`") from None
     return [job for job, _ in jobs]
 
 
