@@ -26,8 +26,9 @@ Methods: OpenCV on CPU (``dis`` default with ``preset`` medium/fast/ultrafast,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -118,7 +119,7 @@ class Flow(Modality):
                 start += len(src)
         return out  # type: ignore[return-value]
 
-    def decode(self, images: "torch.Tensor") -> "torch.Tensor":
+    def decode(self, images: torch.Tensor) -> torch.Tensor:
         if self.options.encoding == "wheel":
             return super().decode(images)
         x = images.float()
@@ -128,7 +129,7 @@ class Flow(Modality):
         return {**super().describe(), **self.options.model_dump(mode="json")}
 
 
-def torch_cat_raw2(x: "torch.Tensor") -> "torch.Tensor":
+def torch_cat_raw2(x: torch.Tensor) -> torch.Tensor:
     """raw2 uint8-valued float ``(T, 3, H, W)`` -> ``(dx, dy)/scale`` in [-1, 1] and magnitude in [0, 1]."""
     import torch
 

@@ -15,7 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from mkdcore.cli.main import cli
-from mkdcore.data.derive import TMP_PREFIX, clean_stale_tmp, derive_dataset, is_complete, list_videos
+from mkdcore.data.derive import (
+    TMP_PREFIX,
+    clean_stale_tmp,
+    derive_dataset,
+    is_complete,
+    list_videos,
+)
 from mkdcore.data.layout import DatasetLayout
 from mkdcore.errors import PluginError
 
@@ -77,7 +83,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_redone(tmp_path, plugin_manag
     root = make_tree(tmp_path / "ds")
     out = root / "flow_l8"
     # a dead process's temporary folder, and a half video that is not complete
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     stale = out / f"{TMP_PREFIX}class_0-video_0-{int(dead.stdout)}"
     stale.mkdir(parents=True)
     (stale / NAMES[0]).write_bytes(b"\xff\xd8 half")
@@ -101,7 +107,7 @@ def test_sigkill_half_way_then_rerun_finishes_with_no_corrupt_image(tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out = root / "flow_l8"
     deadline = time.time() + 60
-    done = lambda: [d for d in out.glob("class_*/video_*")] if out.exists() else []  # noqa: E731
+    done = lambda: [d for d in out.glob("class_*/video_*")] if out.exists() else []
     while len(done()) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)

@@ -18,7 +18,12 @@ from tests.test_derive import NAMES, make_tree
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A tiny random Depth Anything (DINOv2 backbone) + DPT image processor, saved to disk."""
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+    from transformers import (
+        DepthAnythingConfig,
+        DepthAnythingForDepthEstimation,
+        Dinov2Config,
+        DPTImageProcessor,
+    )
 
     torch.manual_seed(0)
     backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
@@ -78,3 +83,10 @@ def test_missing_or_wrong_checkpoint_is_one_line(tmp_path):
         msg = str(err.value)
         assert "\n" not in msg, msg
         assert "Depth-Anything" in msg and "modalities.derive.depth.options.checkpoint" in msg and "-o checkpoint=" in msg
+
+
+def test_derive_stops_at_once_on_a_missing_checkpoint(tmp_path, plugin_manager):
+    root = make_tree(tmp_path / "ds", classes=1, videos=1, size=32)
+    with pytest.raises(ConfigError, match="needs the option checkpoint"):
+        derive_dataset(root, "depth", {}, progress=False)
+    assert not (root / "depth_l8").exists()  # nothing created on disk

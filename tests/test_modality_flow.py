@@ -10,7 +10,13 @@ import torchvision
 
 from mkdcore.errors import ConfigError, PluginError
 from mkdcore.modalities.base import Clip
-from mkdcore.modalities.flow_encoding import clip_scale, decode_raw2, decode_wheel, encode_raw2, encode_wheel
+from mkdcore.modalities.flow_encoding import (
+    clip_scale,
+    decode_raw2,
+    decode_wheel,
+    encode_raw2,
+    encode_wheel,
+)
 from plugins.modality_flow import Flow
 
 

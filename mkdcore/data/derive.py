@@ -31,10 +31,11 @@ import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Self
 
 import numpy as np
 
@@ -247,7 +248,7 @@ def _work(key: VideoKey) -> tuple[VideoKey, int, str | None]:
     try:
         n = derive_video(_worker_state["modality"], _worker_state["layout"], key, _worker_state["out_dir"])
         return key, n, None
-    except Exception as exc:  # recorded, the run goes on
+    except Exception as exc:  # noqa: BLE001 - any plugin error is recorded, the run goes on
         return key, 0, _one_line(exc)
 
 
@@ -311,33 +312,35 @@ def derive_dataset(
             todo.append((key, names))
         else:
             summary.skipped += 1
-    if not existing_only:
+    if not existing_only and todo:
+        # load models / check libraries first: a missing checkpoint stops the run at once
+        # (one line), before anything is created on disk
+        modality.setup(device if modality.uses_device else "cpu")
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(out_dir)
 
     with _Progress(progress, modality_name, len(videos), summary.skipped) as bar:
         if existing_only:
             for key, names in todo:
-                _record(summary, bar, key, *_try(lambda: verify_video(layout, modality_name, key, names)), verified=True)
+                _record(summary, bar, key, *_try(verify_video, layout, modality_name, key, names), verified=True)
         elif modality.uses_device or workers == 1 or len(todo) <= 1:
-            modality.setup(device if modality.uses_device else "cpu")
             _run_inprocess(modality, layout, out_dir, todo, summary, bar, batch_videos if modality.uses_device else 1)
         else:
-            modality.setup("cpu")  # fail fast (missing library...) before starting workers
             _run_pool(modality, modality_name, options or {}, layout, out_dir, todo, summary, bar, workers)
     summary.seconds = time.perf_counter() - start
     summary.failures.sort()
     return summary
 
 
-def _try(fn: Any) -> tuple[int, str | None]:
+def _try(fn: Any, *args: Any) -> tuple[int, str | None]:
+    """``(fn(*args), None)``, or ``(0, one-line reason)`` when it raises."""
     try:
-        return fn(), None
-    except Exception as exc:
+        return fn(*args), None
+    except Exception as exc:  # noqa: BLE001 - recorded as this video's failure
         return 0, _one_line(exc)
 
 
-def _record(summary: DeriveSummary, bar: "_Progress", key: VideoKey, n: int, err: str | None, verified: bool = False) -> None:
+def _record(summary: DeriveSummary, bar: _Progress, key: VideoKey, n: int, err: str | None, verified: bool = False) -> None:
     if err is not None:
         summary.failures.append((str(key), err))
     else:
@@ -350,7 +353,7 @@ def _record(summary: DeriveSummary, bar: "_Progress", key: VideoKey, n: int, err
 
 
 def _run_inprocess(modality: Modality, layout: DatasetLayout, out_dir: Path, todo: list[tuple[VideoKey, list[str]]],
-                   summary: DeriveSummary, bar: "_Progress", batch_videos: int) -> None:
+                   summary: DeriveSummary, bar: _Progress, batch_videos: int) -> None:
     for chunk in _chunks(todo, max(1, batch_videos)):
         clips: list[tuple[VideoKey, Clip]] = []
         for key, _ in chunk:
@@ -358,7 +361,7 @@ def _run_inprocess(modality: Modality, layout: DatasetLayout, out_dir: Path, tod
                 clip = read_clip(layout, key)
                 _check_neighbours(modality, clip, layout, key)
                 clips.append((key, clip))
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded as this video's failure
                 _record(summary, bar, key, 0, _one_line(exc))
         if not clips:
             continue
@@ -366,23 +369,25 @@ def _run_inprocess(modality: Modality, layout: DatasetLayout, out_dir: Path, tod
             results = modality.derive_batch([c for _, c in clips])
         except MkdError:
             raise
-        except Exception:
-            results = None  # one bad video must not fail its batch: redo one by one
+        except Exception:  # noqa: BLE001 - one bad video must not fail its batch: redo one by one
+            results = None
         for i, (key, clip) in enumerate(clips):
-            def one(i: int = i, clip: Clip = clip, key: VideoKey = key) -> int:
-                images = results[i] if results is not None else modality.derive(clip)
-                images = check_images(modality.name, clip, images)
-                write_video(out_dir, key, clip.names, images, modality.jpeg_quality)
-                return len(images)
+            images = results[i] if results is not None else None
+            _record(summary, bar, key, *_try(_finish_video, modality, out_dir, key, clip, images))
 
-            _record(summary, bar, key, *_try(one))
+
+def _finish_video(modality: Modality, out_dir: Path, key: VideoKey, clip: Clip, images: list[np.ndarray] | None) -> int:
+    """Check and write one video's images (deriving it alone when its batch failed)."""
+    images = check_images(modality.name, clip, modality.derive(clip) if images is None else images)
+    write_video(out_dir, key, clip.names, images, modality.jpeg_quality)
+    return len(images)
 
 
 def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: DatasetLayout, out_dir: Path,
-              todo: list[tuple[VideoKey, list[str]]], summary: DeriveSummary, bar: "_Progress", workers: int) -> None:
+              todo: list[tuple[VideoKey, list[str]]], summary: DeriveSummary, bar: _Progress, workers: int) -> None:
     try:
         payload = pickle.dumps(modality)
-    except Exception:  # e.g. a modality defined in a test or notebook: rebuild by name
+    except Exception:  # noqa: BLE001 - e.g. a modality defined in a notebook: rebuild by name
         payload = pickle.dumps((name, options))
     ctx = _pool_context()
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
@@ -435,10 +440,17 @@ class _Progress:
         self.frames = 0
         self.start = time.perf_counter()
 
-    def __enter__(self) -> "_Progress":
+    def __enter__(self) -> Self:
         if self.enabled:
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.progress = Progress(
                 TextColumn("derive [bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -455,6 +467,6 @@ class _Progress:
             fps = self.frames / max(time.perf_counter() - self.start, 1e-9)
             self.progress.update(self.task, advance=1, fps=fps)
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.progress.__exit__(*exc)

@@ -27,8 +27,9 @@ methods and batching for GPU models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -100,7 +101,7 @@ class Modality:
         several videos into one forward pass; the default loops over :meth:`derive`."""
         return [self.derive(clip) for clip in clips]
 
-    def decode(self, images: "torch.Tensor") -> "torch.Tensor":
+    def decode(self, images: torch.Tensor) -> torch.Tensor:
         """Stored images uint8 ``(T, 3, H, W)`` -> float ``(T, C, H, W)`` for training.
 
         Default: the image itself, scaled to [0, 1] (C = 3): colour-coded modalities

@@ -53,7 +53,7 @@ class HFDepthEstimator:
         try:
             model = AutoModelForDepthEstimation.from_pretrained(path, local_files_only=True)
             self.processor = AutoImageProcessor.from_pretrained(path, local_files_only=True)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ConfigError(f"depth: checkpoint {path} is not a loadable depth-estimation model ({first}); {download_hint()}") from None
         self.device = device

@@ -102,7 +102,7 @@ class RaftFlow:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ConfigError(f"flow: {path} (option weights) is not a {self.model_name} state dict ({first}); {self._download_hint()}") from None
         self.device = device

@@ -55,7 +55,7 @@ def draw_skeletons(height: int, width: int, people: list[np.ndarray], threshold:
     t = thickness or max(1, round(min(height, width) / 80))
     for kp in people:
         ok = kp[:, 2] > threshold
-        pts = [(int(round(x)), int(round(y))) for x, y in kp[:, :2]]
+        pts = [(round(float(x)), round(float(y))) for x, y in kp[:, :2]]
         for colour, (a, b) in zip(_LIMB_COLOURS, COCO_LIMBS):
             if ok[a] and ok[b]:
                 cv2.line(img, pts[a], pts[b], colour, t, cv2.LINE_AA)
@@ -101,7 +101,7 @@ class KeypointRCNNPose:
         )
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - any load failure becomes one line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise ConfigError(f"skeleton: {path} is not a keypointrcnn_resnet50_fpn state dict ({first}); {self.hint()}") from None
         self.device = device
