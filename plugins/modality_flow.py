@@ -123,13 +123,13 @@ class Flow(Modality):
         if self.options.encoding == "wheel":
             return super().decode(images)
         x = images.float()
-        return torch_cat_raw2(x)
+        return raw2_to_training(x)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), **self.options.model_dump(mode="json")}
 
 
-def torch_cat_raw2(x: torch.Tensor) -> torch.Tensor:
+def raw2_to_training(x: torch.Tensor) -> torch.Tensor:
     """raw2 uint8-valued float ``(T, 3, H, W)`` -> ``(dx, dy)/scale`` in [-1, 1] and magnitude in [0, 1]."""
     import torch
 
