@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
@@ -40,16 +41,13 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import torch
 
+from mkdcore.config import ExperimentConfig, load_config
+from mkdcore.stages.base import StageContext, StageNode
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # run as a script from a checkout
-    sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from mkdcore.config import ExperimentConfig, load_config  # noqa: E402
-from mkdcore.stages.base import StageContext, StageNode  # noqa: E402
 
 
 # ------------------------------------------------------------------- machine
@@ -176,7 +174,7 @@ def bench_training(cfg: ExperimentConfig, variant: str, warmup: int, scratch: Pa
     n_tasks = cfg.training.tasks
     assert times.end is not None and len(times.task_starts) == n_tasks == len(times.data)
     bounds = times.task_starts + [times.end]
-    per_task = [b - a for a, b in zip(bounds[:-1], bounds[1:])][warmup:]
+    per_task = [b - a for a, b in itertools.pairwise(bounds)][warmup:]
     data = times.data[warmup:]
     total = sum(per_task)
     ep = cfg.episodes
@@ -231,7 +229,12 @@ def bench_loading(cfg: ExperimentConfig, teacher_store: Path | None, workers: li
 # ------------------------------------------------------------------- (c) evaluation
 def bench_evaluation(cfg: ExperimentConfig, train_ctx: StageContext, device: torch.device) -> dict[str, Any]:
     """The evaluate stage's student path: cache test-video features once, score episodes."""
-    from mkdcore.stages.common import branch_logits, episode_keys, load_model, score_episodes
+    from mkdcore.stages.common import (
+        branch_logits,
+        episode_keys,
+        load_model,
+        score_episodes,
+    )
     from mkdcore.stages.evaluate import student_caches, test_episodes
 
     model, _ = load_model(train_ctx.dir / "model", device)
@@ -269,11 +272,11 @@ def render(res: dict[str, Any]) -> str:
         + (f" ({m['gpu']})" if m.get("gpu") else ""),
         f"load average (1/5/15 min): start {m['load_average_start']}, end {m['load_average_end']}",
         "",
-        f"(a) training, {t['episode']}, {t['frames_per_episode']} frames/episode at {t['crop_px']} px, "
+        (f"(a) training, {t['episode']}, {t['frames_per_episode']} frames/episode at {t['crop_px']} px, "
         f"{t['tasks']} timed tasks after {t['warmup_tasks']} warm-up ({t['optimizer_steps']} optimiser steps, "
-        f"data.num_workers={t['num_workers']}):",
-        f"    {t['episodes_per_s']:8.3f} episodes/s   {t['frames_per_s']:8.1f} frames/s   "
-        f"{t['s_per_episode_median'] * 1e3:8.1f} ms/episode (median)",
+        f"data.num_workers={t['num_workers']}):"),
+        (f"    {t['episodes_per_s']:8.3f} episodes/s   {t['frames_per_s']:8.1f} frames/s   "
+        f"{t['s_per_episode_median'] * 1e3:8.1f} ms/episode (median)"),
         f"    data    {t['data_s_per_episode'] * 1e3:8.1f} ms/episode ({t['data_fraction'] * 100:.0f}% of wall time)",
         f"    compute {t['compute_s_per_episode'] * 1e3:8.1f} ms/episode (copy, forward, loss, backward, optimiser step)",
         f"    validation on {t['val_episodes']} val episodes after training: {t['validation_s']:.2f} s (not in the rate)",
@@ -315,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg0 = bench_config(args)
     per_batch = cfg0.training.tasks_per_batch
     warmup = args.warmup if args.warmup is not None else per_batch
-    round_up = lambda n: -(-n // per_batch) * per_batch  # noqa: E731
+    round_up = lambda n: -(-n // per_batch) * per_batch
     warmup, timed = round_up(max(warmup, 1)), round_up(max(args.tasks, 1))
     cfg = bench_config(args, warmup + timed, distiller_ce=not has_teacher and args.variant == "lite-mkd")
     if cfg.runtime.threads:
