@@ -19,7 +19,13 @@ from mkdcore.config import ExperimentConfig, load_config
 from mkdcore.data.episodes import load_episodes
 from mkdcore.data.loader import EpisodeDataset
 from mkdcore.stages.base import StageNode
-from mkdcore.stages.common import layout_of, load_model, score_episodes, split_of, transform_of
+from mkdcore.stages.common import (
+    layout_of,
+    load_model,
+    score_episodes,
+    split_of,
+    transform_of,
+)
 from mkdcore.stages.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,7 +74,9 @@ def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
     return Smoke(cfg, data, runs, nodes, episodes_file)
 
 
-def one_error_line(code: int, err: str) -> str:
+def one_error_line(result: tuple[int, str, str]) -> str:
+    """The message of a failed command, checked to be a single ``error:`` line."""
+    code, _, err = result
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
@@ -136,13 +144,13 @@ def test_eval_student_matches_direct_scoring(smoke: Smoke, capsys):
 @pytest.mark.slow
 def test_eval_errors_are_one_line(smoke: Smoke, capsys):
     data_dir = smoke.nodes["data"].stage_dir
-    line = one_error_line(*mkd(capsys, "eval", data_dir, "--episodes", smoke.episodes_file)[::2])
+    line = one_error_line(mkd(capsys, "eval", data_dir, "--episodes", smoke.episodes_file))
     assert str(data_dir) in line and "model.json" in line
-    # the MFM teacher reads stored features: pointed at the evaluate stage instead
-    line = one_error_line(*mkd(capsys, "eval", smoke.nodes["fuse"].stage_dir, "--episodes", smoke.episodes_file)[::2])
+    # the MFM teacher reads stored fused features: refused, with a pointer to the evaluate stage
+    line = one_error_line(mkd(capsys, "eval", smoke.nodes["fuse"].stage_dir, "--episodes", smoke.episodes_file))
     assert "fusion_teacher" in line
     missing = smoke.episodes_file.with_name("missing.json")
-    line = one_error_line(*mkd(capsys, "eval", smoke.nodes["student:baseline"].stage_dir, "--episodes", missing)[::2])
+    line = one_error_line(mkd(capsys, "eval", smoke.nodes["student:baseline"].stage_dir, "--episodes", missing))
     assert str(missing) in line
 
 
@@ -171,7 +179,7 @@ def test_results_json_lists_every_model(smoke: Smoke, capsys, monkeypatch):
 @pytest.mark.slow
 def test_results_missing_dir_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "nope"
-    line = one_error_line(*mkd(capsys, "results", missing)[::2])
+    line = one_error_line(mkd(capsys, "results", missing))
     assert str(missing) in line
 
 
