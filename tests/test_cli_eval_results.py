@@ -203,8 +203,9 @@ def test_run_with_episodes_file_evaluates_on_it(smoke: Smoke, capsys):
     results = json.loads((smoke.runs / "smoke-frozen" / "results.json").read_text())
     assert results["setting"]["source"] == str(smoke.episodes_file)
     assert results["setting"]["episodes"] == N_EPISODES and results["setting"]["seed"] == 7
-    # the evaluate stage and `mkd eval` agree on the same frozen episodes
-    code, out, _ = mkd(capsys, "eval", smoke.nodes["student:lite-mkd"].stage_dir, "--episodes", smoke.episodes_file,
-                       "--device", "cpu", "--json")
-    assert code == 0
-    assert results["models"]["student:lite-mkd"]["accuracy"] == pytest.approx(json.loads(out)["accuracy"], abs=1e-9)
+    # the evaluate stage and `mkd eval` agree on the same frozen episodes, for students and
+    # for per-modality teachers (which the stage scores from their stored features)
+    for name in ("student:lite-mkd", "student:baseline", "teacher:rgb", "teacher:flow"):
+        code, out, err = mkd(capsys, "eval", smoke.nodes[name].stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
+        assert code == 0, err
+        assert json.loads(out)["accuracy"] == pytest.approx(results["models"][name]["accuracy"], abs=1e-9), name
