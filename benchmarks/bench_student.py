@@ -43,7 +43,12 @@ from unittest import mock
 
 import torch
 
-from mkdcore.config import ExperimentConfig, load_config
+from mkdcore.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    read_yaml,
+)
 from mkdcore.stages.base import StageContext, StageNode
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never wait on a model hub
@@ -87,14 +92,17 @@ def sync(device: torch.device) -> None:
 
 # ------------------------------------------------------------------- config
 def bench_config(args: argparse.Namespace, measured: int | None = None, distiller_ce: bool = False) -> ExperimentConfig:
-    """The user's config and --set overrides, plus the benchmark's short training run."""
+    """The user's config and --set overrides, plus the benchmark's short training run.
+
+    The YAML is read once (``args.config_data``) so every stage of the benchmark sees the
+    same config even if the file changes meanwhile."""
     overrides = list(args.set)
     if measured is not None:
         overrides += [f"training.tasks={measured}", f"training.checkpoint_every={measured}", f"training.val_every={measured}",
                       f"training.val_episodes={args.val_episodes}", f"evaluation.episodes={args.eval_episodes}"]
     if distiller_ce:
         overrides.append("distillation.distiller={name: ce}")
-    return load_config(args.config, overrides)
+    return config_from_dict(apply_overrides(args.config_data, overrides), str(args.config))
 
 
 def prepare(args: argparse.Namespace, echo) -> tuple[bool, str]:
@@ -310,6 +318,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--out", type=Path, help="write the results as JSON")
     ap.add_argument("--quiet", action="store_true", help="do not print stage messages")
     args = ap.parse_args(argv)
+    args.config_data = read_yaml(args.config)
     echo = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
 
     from mkdcore.device import resolve_device
