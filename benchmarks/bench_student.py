@@ -73,6 +73,17 @@ def load_average() -> list[float] | None:
         return None
 
 
+def git_commit() -> str | None:
+    """The checkout's commit, so a number can be tied to the code that produced it."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return None
+    return out.stdout.strip() or None
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": cpu_model(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
@@ -334,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(cfg.runtime.threads)
     device = resolve_device(cfg.runtime.device)
     res: dict[str, Any] = {"config": str(args.config), "experiment": cfg.name, "overrides": args.set, "teacher": teacher_note,
-                           "machine": machine_info(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                           "machine": machine_info(device), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": git_commit(),
                            "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])])}
     with tempfile.TemporaryDirectory(prefix="bench-student-") as scratch:
         echo(f"(a) training {warmup} + {timed} tasks of student:{args.variant} ({teacher_note})")
