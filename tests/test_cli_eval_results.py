@@ -209,3 +209,15 @@ def test_run_with_episodes_file_evaluates_on_it(smoke: Smoke, capsys):
         code, out, err = mkd(capsys, "eval", smoke.nodes[name].stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
         assert code == 0, err
         assert json.loads(out)["accuracy"] == pytest.approx(results["models"][name]["accuracy"], abs=1e-9), name
+
+
+def test_results_on_a_foreign_results_file_is_one_line(tmp_path, capsys):
+    from mkdcore.cli.main import main
+
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "results.json").write_text('{"something": "else"}')
+    with pytest.raises(SystemExit) as exc:
+        main(["results", str(tmp_path)])
+    assert exc.value.code != 0
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not an mkd results file" in err and err.count("\n") == 1

@@ -57,6 +57,13 @@ def test_smoke_dag_end_to_end_then_skip_then_share(smoke_data, shared_runs):
     _, ran = run_experiment(cfg, echo=lambda m: None)
     assert ran == []
 
+    # --force retrains from scratch and redoes what depends on it
+    baseline = next(n for n in plan(cfg) if n.name == "student:baseline")
+    before = (baseline.stage_dir / "metrics.jsonl").read_text()
+    _, ran = run_experiment(cfg, force=["student:baseline"], echo=lambda m: None)
+    assert ran == ["student:baseline", "evaluate", "report"]
+    assert (baseline.stage_dir / "metrics.jsonl").read_text() == before  # same seed: same run, from task 1
+
     # another experiment with a different student shares every teacher stage
     other = smoke_cfg(smoke_data, runs, "name=smoke-lr", "training.lr=0.002")
     _, ran = run_experiment(other, echo=lambda m: None)

@@ -48,4 +48,4 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
         return
     click.echo(f"{model_dir}: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} % over {summary['episodes']} episodes")
     for cls, acc in summary["per_class_accuracy"].items():
-        click.echo(f"  {cls:30s} {acc * 100:6.2f} %")
+        click.echo(f"  {cls:30s} {acc:6.2f} %")

@@ -11,16 +11,27 @@ import click
 def collect(runs_dir: Path) -> list[dict]:
     rows = []
     for path in sorted(runs_dir.glob("*/results.json")):
-        res = json.loads(path.read_text())
-        s = res["setting"]
-        for name, m in res["models"].items():
-            backbone = m.get("backbone", {}).get("name") if isinstance(m.get("backbone"), dict) else None
-            rows.append({
-                "experiment": res["experiment"], "group": res.get("group"), "dataset": res["dataset"]["split"],
-                "model": name, "role": m["role"], "student": backbone or ("teacher" if m["role"] == "teacher" else "-"),
-                "distiller": m.get("distiller") or "-", "way": s["way"], "shots": s["shot"], "episodes": s["episodes"],
-                "accuracy": m["accuracy"], "ci95": m["ci95"], "params": m.get("params"), "gmacs": m.get("gmacs"),
-            })
+        try:
+            rows += _rows(path, json.loads(path.read_text()))
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
+            from mkdcore.errors import DataError
+
+            raise DataError(f"{path}: not an mkd results file ({type(exc).__name__}: {exc})") from None
+    return rows
+
+
+def _rows(path: Path, res: dict) -> list[dict]:
+    """One row per model of one experiment's results.json."""
+    s = res["setting"]
+    rows = []
+    for name, m in res["models"].items():
+        backbone = m.get("backbone", {}).get("name") if isinstance(m.get("backbone"), dict) else None
+        rows.append({
+            "experiment": res["experiment"], "group": res.get("group"), "dataset": res["dataset"]["split"],
+            "model": name, "role": m["role"], "student": backbone or ("teacher" if m["role"] == "teacher" else "-"),
+            "distiller": m.get("distiller") or "-", "way": s["way"], "shots": s["shot"], "episodes": s["episodes"],
+            "accuracy": m["accuracy"], "ci95": m["ci95"], "params": m.get("params"), "gmacs": m.get("gmacs"),
+        })
     return rows
 
 

@@ -215,13 +215,13 @@ class EpisodeScores:
         for t, p in zip(self.true, self.pred):
             if p in idx:
                 confusion[idx[t], idx[p]] += 1
-        per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1)) for c, i in idx.items()}
+        per_class = {c: float(confusion[i, i] / max(confusion[i].sum(), 1) * 100) for c, i in idx.items()}
         return {
             "episodes": n,
             "accuracy": float(acc.mean() * 100) if n else float("nan"),
             # 95% interval half-width, percentage points: 1.96 * std / sqrt(N) (population std, as TRX)
             "ci95": float(1.96 * acc.std() / math.sqrt(n) * 100) if n else float("nan"),
-            "per_class_accuracy": per_class,
+            "per_class_accuracy": per_class,  # % of that class's queries classified correctly
             "classes": classes,
             "confusion": confusion.tolist(),
         }

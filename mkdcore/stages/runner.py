@@ -57,6 +57,36 @@ def stage_lock(node: StageNode) -> Iterator[None]:
         os.close(fd)
 
 
+def forced_closure(nodes: list[StageNode], force: list[str]) -> set[str]:
+    """Stages named (or of a kind named) in ``force`` plus everything downstream of them:
+    redoing a teacher must redo what was computed from it."""
+    forced = {n.name for n in nodes if n.name in force or n.kind in force}
+    changed = True
+    while changed:
+        changed = False
+        for n in nodes:
+            if n.name not in forced and any(d in forced for d in n.deps):
+                forced.add(n.name)
+                changed = True
+    return forced
+
+
+def clear_outputs(node: StageNode) -> None:
+    """Forget a stage's results (manifest last-in, first-out; checkpoints and metrics so
+    training starts over instead of resuming a finished run). Data written into the
+    dataset root by ``derive`` stays: derivation skips finished videos by design."""
+    import shutil
+
+    node.manifest_path.unlink(missing_ok=True)
+    for child in node.stage_dir.iterdir():
+        if child.name == ".run.lock":
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     stages: list[str] | None = None,
@@ -75,18 +105,18 @@ def run_experiment(
     device = resolve_device(cfg.runtime.device)
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
-    forced = set(force or [])
+    forced = forced_closure(nodes, force or [])
     ran: list[str] = []
     for node in select(nodes, stages):
-        if node.is_done() and node.name not in forced and node.kind not in forced:
+        if node.is_done() and node.name not in forced:
             echo(f"[skip] {node.name} (done: {node.stage_dir})")
             continue
         echo(f"[run ] {node.name} -> {node.stage_dir}")
         with stage_lock(node):
-            if node.is_done() and node.name not in forced and node.kind not in forced:
+            if node.is_done() and node.name not in forced:
                 continue
-            if node.is_done():
-                node.manifest_path.unlink()
+            if node.name in forced:
+                clear_outputs(node)
             ctx = StageContext(cfg=cfg, node=node, nodes=by_name, device=device)
             started = time.time()
             outputs = stage_function(node.kind)(ctx) or {}
