@@ -161,6 +161,7 @@ class ExperimentConfig(Section):
     """A whole Lite-MKD experiment: data -> teachers -> MFM -> student -> evaluation."""
 
     name: str = "experiment"
+    group: str | None = Field(None, description="sweep group (set by `mkd submit --sweep`); `mkd results` shows groups together")
     data: DataConfig = Field(default_factory=DataConfig)
     episodes: EpisodeConfig = Field(default_factory=EpisodeConfig)
     modalities: ModalitiesConfig = Field(default_factory=ModalitiesConfig)

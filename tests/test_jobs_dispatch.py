@@ -129,3 +129,17 @@ def test_sweep_grid_is_the_cartesian_product():
     grid = sweep_grid(["training.seed=0,1", "episodes.shot=1,5"])
     assert grid == [["training.seed=0", "episodes.shot=1"], ["training.seed=0", "episodes.shot=5"],
                     ["training.seed=1", "episodes.shot=1"], ["training.seed=1", "episodes.shot=5"]]
+
+
+def test_sweep_members_report_into_their_own_folders_with_the_group(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"name: exp\nmodalities: {{names: [rgb]}}\nruntime: {{runs_dir: {tmp_path / 'runs'}}}\n")
+    members = load_members(cfg, [], ["training.seed=0,1"], check_plugins=False)
+    built = [build_job(m, name=None, group="g1", priority=5, queue="mkd", code="abc", grace_s=1, max_attempts=3) for m in members]
+    names = [resolved["name"] for _, resolved in built]
+    assert names == ["exp-seed_0", "exp-seed_1"]
+    assert all(resolved["group"] == "g1" for _, resolved in built)
+    # the members differ only in the student: their report stages differ, their teachers do not
+    reports = {next(s.key for s in job.stages if s.name == "report") for job, _ in built}
+    teachers = {next(s.key for s in job.stages if s.name == "teacher:rgb") for job, _ in built}
+    assert len(reports) == 2 and len(teachers) == 1

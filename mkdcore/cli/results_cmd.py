@@ -59,11 +59,12 @@ def results(runs_dir: Path, as_json: bool, students_only: bool, plot: Path | Non
     from rich.table import Table
 
     table = Table(title=f"mkd results ({runs_dir})")
-    cols = ["experiment", "dataset", "model", "student", "distiller", "shots", "accuracy % (95% CI)", "params", "GMACs / episode"]
+    cols = ["group", "experiment", "dataset", "model", "student", "distiller", "shots", "accuracy % (95% CI)", "params", "GMACs / episode"]
     for c in cols:
         table.add_column(c)
+    rows.sort(key=lambda r: (r["group"] or "", r["experiment"]))
     for r in rows:
-        table.add_row(r["experiment"], r["dataset"], r["model"], str(r["student"]), r["distiller"], f"{r['way']}-way {r['shots']}-shot",
+        table.add_row(r["group"] or "-", r["experiment"], r["dataset"], r["model"], str(r["student"]), r["distiller"], f"{r['way']}-way {r['shots']}-shot",
                       f"{r['accuracy']:.2f} ± {r['ci95']:.2f}", fmt_params(r["params"]), fmt_gmacs(r["gmacs"]))
     Console().print(table)
     labelled = [{**r, "label": f"{r['experiment']}/{r['model']}"} for r in rows]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +96,10 @@ def build_job(member: Member, *, name: str | None, group: str | None, priority: 
     job_name = name or cfg.name
     if member.label:
         job_name = f"{job_name}[{member.label}]"
+        # each member reports into its own runs/<experiment>/ folder, tagged with the group
+        resolved["name"] = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.name}-{member.label}").strip("_")
+    if group is not None:
+        resolved["group"] = group
     store = JobStore(runs_dir)
     job = JobRecord(
         id=job_id, name=job_name, group=group, config_hash=config_hash(cfg, code),

@@ -98,7 +98,7 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
     e = cfg.evaluation
     eval_payload = {"evaluation": _dump(e), "way": ep.way, "shot": ep.shot, "query": ep.query_test, "pixels": pixels}
     add("evaluate", "evaluate", eval_payload, feature_nodes + ["mm_features"] + student_nodes)
-    add("report", "report", {"name": cfg.name}, ["evaluate"])
+    add("report", "report", {"name": cfg.name, "group": cfg.group}, ["evaluate"])
     return nodes
 
 

@@ -44,6 +44,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     }
     results = {
         "experiment": cfg.name,
+        "group": cfg.group,
         "dataset": {"root": str(cfg.data.root), "split": cfg.data.split},
         "student": {"backbone": cfg.student.backbone.model_dump(mode="json"), "head": cfg.student.head.model_dump(mode="json")},
         "setting": evaluation["setting"],
