@@ -145,7 +145,11 @@ def episode_loader(
     generator.manual_seed(int(dataset.seed))
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker)
+        # forkserver, not fork: forking a process whose torch/OpenMP threads are already
+        # running can deadlock the workers (seen in the test suite); the forkserver is a
+        # fresh process, so workers start clean.
+        kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker,
+                      multiprocessing_context="forkserver")
     return DataLoader(
         dataset,
         batch_size=None,
