@@ -43,6 +43,7 @@ from mkdcore.data import VideoKey
 from mkdcore.data.layout import DatasetLayout, list_dirs
 from mkdcore.errors import ConfigError, DataError, MkdError
 from mkdcore.modalities.base import Clip, Modality, check_images
+from mkdcore.parallel import worker_context
 
 #: folder holding, per sampled RGB frame, the original video's next frame (same names)
 NEXT_FRAMES_MODALITY = "rgb_next"
@@ -405,15 +406,8 @@ def _run_pool(modality: Modality, name: str, options: dict[str, Any], layout: Da
 
 
 def _pool_context() -> multiprocessing.context.BaseContext:
-    """Workers must not inherit this process's torch/OpenMP/CUDA state (fork is unsafe
-    after those started), but should not each pay the imports either: a
-    ``forkserver`` (a fresh process that imports the common modules once and forks
-    workers from itself) where available, ``spawn`` elsewhere."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["cv2", "numpy", "mkdcore.data.derive", "mkdcore.data.layout"])
-        return ctx
-    return multiprocessing.get_context("spawn")
+    """A forkserver that preloads what every derive worker imports (mkdcore.parallel)."""
+    return worker_context(["cv2", "numpy", "mkdcore.data.derive", "mkdcore.data.layout"])
 
 
 def _take(it: Iterator[VideoKey], n: int) -> list[VideoKey]:

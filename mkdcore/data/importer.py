@@ -20,6 +20,7 @@ import numpy as np
 
 from mkdcore.data.layout import list_frames
 from mkdcore.errors import DataError
+from mkdcore.parallel import worker_context
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
 JPEG_QUALITY = 95
@@ -184,7 +185,7 @@ def import_videos(
         for job in jobs:
             record(job, *_run_one(job, frames, size))
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(["av", "numpy", "mkdcore.data.importer"])) as pool:
             futures = {pool.submit(_run_one, job, frames, size): job for job in jobs}
             for fut in as_completed(futures):
                 record(futures[fut], *fut.result())

@@ -31,6 +31,7 @@ from mkdcore.data.splits import SplitIndex
 from mkdcore.data.transforms import ClipTransform
 from mkdcore.data.video import read_frames, sample_indices
 from mkdcore.errors import DataError
+from mkdcore.parallel import worker_context
 
 #: length of a sampler-backed dataset when none is given (training stops by step count)
 DEFAULT_NUM_EPISODES = 1_000_000
@@ -145,11 +146,9 @@ def episode_loader(
     generator.manual_seed(int(dataset.seed))
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
-        # forkserver, not fork: forking a process whose torch/OpenMP threads are already
-        # running can deadlock the workers (seen in the test suite); the forkserver is a
-        # fresh process, so workers start clean.
+        # never plain fork from a process running torch threads (see mkdcore.parallel)
         kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker,
-                      multiprocessing_context="forkserver")
+                      multiprocessing_context=worker_context())
     return DataLoader(
         dataset,
         batch_size=None,

@@ -42,6 +42,7 @@ from PIL import Image
 
 from mkdcore.data.synth_actions import ACTION_INDEX, ACTIONS
 from mkdcore.errors import ConfigError, DataError
+from mkdcore.parallel import worker_context
 
 MODALITIES: tuple[str, ...] = ("depth", "skeleton", "rgb")  # rgb last: it is what readers see first
 SPLIT_NAME = "synth"
@@ -202,7 +203,9 @@ def _clean_stale_tmp(root: Path) -> None:
 
 def render_one(root: Path, class_name: str, video_index: int, size: int, frames: int, seed: int) -> bool:
     """Render one video's missing modality folders; False if it was already complete."""
-    from mkdcore.data.synth_render import render_video  # cv2 only where videos are drawn
+    from mkdcore.data.synth_render import (
+        render_video,  # cv2 only where videos are drawn
+    )
 
     video = video_name(video_index)
     missing = _missing(root, class_name, video)
@@ -295,7 +298,7 @@ def render_dataset(
                 progress(done, total)
     else:
         tasks = [(root, part, size, frames, seed) for part in _chunks(todo, chunk)]
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(["numpy", "cv2", "mkdcore.data.synth"])) as pool:
             for part, _ in zip(tasks, pool.map(_render_chunk, tasks)):
                 done += len(part[1])
                 if progress:
