@@ -92,6 +92,11 @@ def plot_acc_vs_gmacs(rows: list[dict[str, Any]], path: Path, title: str, label_
                     color="tab:orange" if r.get("role") == "teacher" else "tab:blue")
         ax.annotate(str(r[label_key]), (r["gmacs"], r["accuracy"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
     ax.set_xscale("log")
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(plt.NullFormatter())
     ax.set_xlabel("GMACs per test episode (log scale; the paper's 'GFLOPs')")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
