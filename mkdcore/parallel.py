@@ -1,4 +1,4 @@
-"""Process pools that are safe in a process that already runs torch.
+"""Processes: pools that are safe in a process that already runs torch, and liveness.
 
 Forking a process whose torch/OpenMP (or CUDA) threads have started can deadlock the
 children (seen in the test suite: pool workers stuck on a futex). Every pool in mkd
@@ -9,6 +9,7 @@ common modules once and forks workers from itself), or ``spawn`` where there is 
 from __future__ import annotations
 
 import multiprocessing
+import os
 from multiprocessing.context import BaseContext
 from typing import Sequence
 
@@ -21,3 +22,21 @@ def worker_context(preload: Sequence[str] = ()) -> BaseContext:
             ctx.set_forkserver_preload(list(preload))
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether process ``pid`` exists on this host (a zombie counts as dead; a process
+    of another user counts as alive)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1].split()[0] != "Z"
+    except OSError:  # no /proc (not Linux) or it just exited
+        return True

@@ -55,11 +55,11 @@ def celery_argv(spec: dict, loglevel: str) -> list[str]:
 
 
 def _already_running(runs_dir: str, node: str) -> int | None:
-    from mkdcore.jobs.control import process_alive
     from mkdcore.jobs.heartbeats import is_stale, read_heartbeats
+    from mkdcore.parallel import pid_alive
 
     beat = read_heartbeats(runs_dir).get(node)
-    if beat and not is_stale(beat) and beat.get("host") == socket.gethostname() and process_alive(beat.get("pid")):
+    if beat and not is_stale(beat) and beat.get("host") == socket.gethostname() and pid_alive(beat.get("pid")):
         return int(beat["pid"])
     return None
 

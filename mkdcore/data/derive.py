@@ -43,7 +43,7 @@ from mkdcore.data import VideoKey
 from mkdcore.data.layout import DatasetLayout, list_dirs
 from mkdcore.errors import ConfigError, DataError, MkdError
 from mkdcore.modalities.base import Clip, Modality, check_images
-from mkdcore.parallel import worker_context
+from mkdcore.parallel import pid_alive, worker_context
 
 #: folder holding, per sampled RGB frame, the original video's next frame (same names)
 NEXT_FRAMES_MODALITY = "rgb_next"
@@ -106,16 +106,6 @@ def is_complete(video_dir: Path, names: Sequence[str]) -> bool:
         return False
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_tmp(out_dir: Path) -> int:
     """Delete ``.tmp-*-<pid>`` folders left by derive processes that no longer run."""
     removed = 0
@@ -125,7 +115,7 @@ def clean_stale_tmp(out_dir: Path) -> int:
         if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir():
             continue
         m = _TMP_PID.search(entry.name)
-        if m and int(m.group(1)) != os.getpid() and _pid_alive(int(m.group(1))):
+        if m and int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1))):
             continue  # another derive is writing it right now
         shutil.rmtree(entry, ignore_errors=True)
         removed += 1

@@ -42,7 +42,7 @@ from PIL import Image
 
 from mkdcore.data.synth_actions import ACTION_INDEX, ACTIONS
 from mkdcore.errors import ConfigError, DataError
-from mkdcore.parallel import worker_context
+from mkdcore.parallel import pid_alive, worker_context
 
 MODALITIES: tuple[str, ...] = ("depth", "skeleton", "rgb")  # rgb last: it is what readers see first
 SPLIT_NAME = "synth"
@@ -193,12 +193,8 @@ def _clean_stale_tmp(root: Path) -> None:
         pid = rest.partition("-")[0]
         if host != _host() or not pid.isdigit():
             continue
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
+        if not pid_alive(int(pid)):
             shutil.rmtree(entry, ignore_errors=True)
-        except PermissionError:  # alive, owned by someone else
-            pass
 
 
 def render_one(root: Path, class_name: str, video_index: int, size: int, frames: int, seed: int) -> bool:

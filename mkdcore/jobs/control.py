@@ -13,7 +13,6 @@ process, not the trainer's process group, and is lost for a busy or restarted wo
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from typing import Any
@@ -97,15 +96,3 @@ def retry(store: JobStore, job_id: str, send) -> tuple[JobRecord, list[str]]:
 def revoker(app: Any):
     """``revoke(ids)`` via Celery's broadcast (fire and forget: no reply is awaited)."""
     return lambda ids: app.control.revoke(ids)
-
-
-def process_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True

