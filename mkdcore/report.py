@@ -31,7 +31,7 @@ def markdown_table(rows: Iterable[dict[str, Any]], columns: list[tuple[str, str]
     rows = list(rows)
     head = "| " + " | ".join(title for _, title in columns) + " |"
     sep = "|" + "|".join("---" for _ in columns) + "|"
-    body = ["| " + " | ".join(str(r.get(key, "")) for key, _ in columns) + " |" for r in rows]
+    body = ["| " + " | ".join("-" if r.get(key) is None else str(r[key]) for key, _ in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
 
 
