@@ -40,17 +40,17 @@ def display_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "gmacs_s": fmt_gmacs(r["gmacs"])} for r in rows]
 
 
-MODEL_COLUMNS = [("model", "model"), ("role", "role"), ("distiller", "distiller"), ("acc", "accuracy % (95% CI)"),
-                 ("params_s", "params"), ("gmacs_s", "GMACs / episode")]
+MODEL_COLUMNS = [("model", "model"), ("role", "role"), ("distiller", "distiller"), ("acc", "acc % ± 95% CI"),
+                 ("params_s", "params"), ("gmacs_s", "GMACs")]
 
 
 def print_table(rows: list[dict[str, Any]], title: str, columns: list[tuple[str, str]] = MODEL_COLUMNS) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=title)
-    for _, header in columns:
-        table.add_column(header)
+    table = Table(title=title, caption="GMACs: conv+linear multiply-adds (10^9) of one test episode")
+    for key, header in columns:
+        table.add_column(header, no_wrap=key in ("model", "acc"))  # names and "acc ± ci" stay whole
     for r in display_rows(rows):
         table.add_row(*[str(r.get(k) if r.get(k) is not None else "-") for k, _ in columns])
     Console().print(table)
