@@ -143,3 +143,19 @@ def test_sweep_members_report_into_their_own_folders_with_the_group(tmp_path):
     reports = {next(s.key for s in job.stages if s.name == "report") for job, _ in built}
     teachers = {next(s.key for s in job.stages if s.name == "teacher:rgb") for job, _ in built}
     assert len(reports) == 2 and len(teachers) == 1
+
+
+def test_retry_resends_a_stranded_queued_stage_with_a_new_token(tmp_path):
+    from mkdcore.jobs.control import retry
+
+    store = JobStore(tmp_path)
+    first = Sent()
+    with store.transaction() as tx:
+        tx.add(_job(tmp_path, "j1"))
+        dispatch(tx, first)
+    assert [(j, s) for j, s, _ in first] == [("j1", "a")] and store.load("j1").stage("a").state == "queued"
+    again = Sent()
+    _, names = retry(store, "j1", again)  # e.g. the worker that reserved the message died
+    assert names == ["a"] and [(j, s) for j, s, _ in again] == [("j1", "a")]
+    assert again[0][2] != first[0][2]  # the old message's token no longer matches: dropped if it arrives
+    assert store.load("j1").stage("a").token == again[0][2]

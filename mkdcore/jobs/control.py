@@ -73,16 +73,20 @@ def wait_until_stopped(store: JobStore, job_id: str, timeout: float) -> JobRecor
 
 
 def retry(store: JobStore, job_id: str, send) -> tuple[JobRecord, list[str]]:
-    """Put failed/cancelled stages back (attempts reset); they resume from checkpoints."""
+    """Put failed/cancelled stages back (attempts reset); they resume from checkpoints.
+
+    Queued stages are sent again too, with a new token: a message reserved by a worker that
+    died before claiming it would otherwise wait for Redis's 30-day visibility timeout; the
+    old message, should it ever arrive, no longer matches the token and is dropped."""
     from mkdcore.jobs.dispatch import dispatch
 
     with store.transaction() as tx:
         job = tx.get(store.resolve(job_id))
         if any(s.state == "running" for s in job.stages):
             raise NothingToDo(f"job {job.id} is running; cancel it first (`mkd cancel {job.id}`)")
-        again = [s.name for s in job.stages if s.state in ("failed", "cancelled")]
+        again = [s.name for s in job.stages if s.state in ("failed", "cancelled", "queued")]
         if not again:
-            raise NothingToDo(f"job {job.id} is {job.state}; nothing failed or cancelled to retry")
+            raise NothingToDo(f"job {job.id} is {job.state}; nothing failed, cancelled or queued to retry")
         job.cancel_requested = False
         job.finished_at = None
         for s in job.stages:
