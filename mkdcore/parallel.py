@@ -1,4 +1,5 @@
-"""Processes: pools that are safe in a process that already runs torch, and liveness.
+"""Processes: pools that are safe in a process that already runs torch, liveness, and
+stopping a whole process group.
 
 Forking a process whose torch/OpenMP (or CUDA) threads have started can deadlock the
 children (seen in the test suite: pool workers stuck on a futex). Every pool in mkd
@@ -10,6 +11,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import subprocess
+import time
 from multiprocessing.context import BaseContext
 from typing import Sequence
 
@@ -40,3 +44,43 @@ def pid_alive(pid: int | None) -> bool:
             return fh.read().split(") ")[-1].split()[0] != "Z"
     except OSError:  # no /proc (not Linux) or it just exited
         return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` exists."""
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def terminate_group(pgid: int, grace_s: float, proc: subprocess.Popen | None = None) -> None:
+    """SIGTERM the whole group, wait up to ``grace_s`` (a stage checkpoints meanwhile),
+    then SIGKILL what is left. Waiting ends early when the group is gone or its leader has
+    exited (its leftovers get SIGKILL). ``proc``: the leader, if this process started it
+    (it is reaped so the group can empty)."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc is not None:
+            proc.poll()
+        if not group_alive(pgid):
+            return
+        if proc is None and not pid_alive(pgid):
+            break
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if proc is not None:
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 #: ``python -m <module> run ...``; tests and alternative pipelines may set MKD_STAGE_MODULE.
@@ -55,37 +54,3 @@ def spawn_stage(config_file: str, stage: str, *, cwd: str, log_path: Path, progr
             start_new_session=True,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def terminate_group(pgid: int, grace_s: float, proc: subprocess.Popen | None = None) -> None:
-    """SIGTERM the whole group, wait up to ``grace_s`` for a checkpoint, then SIGKILL it."""
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if proc is not None:
-            proc.poll()  # reap the leader so the group can empty
-        if not group_alive(pgid):
-            return
-        time.sleep(0.1)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    if proc is not None:
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass

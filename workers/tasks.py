@@ -33,8 +33,9 @@ from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender
 from mkdcore.jobs.store import JobNotFound, JobStore, atomic_write, default_runs_dir
+from mkdcore.parallel import terminate_group
 from workers.celery_app import app
-from workers.runner import EXIT_TERMINATED, spawn_stage, terminate_group
+from workers.runner import EXIT_TERMINATED, spawn_stage
 
 log = get_task_logger("mkd.worker")
 

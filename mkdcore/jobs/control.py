@@ -29,7 +29,7 @@ class NothingToDo(MkdError):
 
 def cancel(store: JobStore, job_id: str, grace_s: float | None = None, revoke=None) -> JobRecord:
     """Record the cancel request; returns the record as written."""
-    from workers.runner import terminate_group
+    from mkdcore.parallel import terminate_group
 
     beats = read_heartbeats(store.runs_dir)
     revoked: list[str] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 from mkdcore.errors import ServiceError
 from mkdcore.jobs.store import atomic_write, read_json
-from mkdcore.parallel import pid_alive
+from mkdcore.parallel import pid_alive, terminate_group
 
 
 def state_dir() -> Path:
@@ -98,29 +97,9 @@ def down(grace_s: float = 30.0) -> list[str]:
     for key in ("worker_pid", "redis_pid"):
         pid = st.get(key)
         if pid_alive(pid):
-            stop_group(pid, grace_s)
+            terminate_group(pid, grace_s)
             stopped.append(f"{key.split('_')[0]} (pid {pid})")
         st.pop(key, None)
     if st:
         atomic_write(state_dir() / "state.json", json.dumps(st, indent=1))
     return stopped
-
-
-def stop_group(pid: int, grace_s: float) -> None:
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        if not pid_alive(pid):
-            break
-        time.sleep(0.1)
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
