@@ -22,7 +22,15 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     from mkdcore.data.transforms import ClipTransform
     from mkdcore.device import resolve_device
     from mkdcore.errors import ConfigError
-    from mkdcore.stages.common import MODEL_SPEC, branch_logits, episode_keys, extract_backbone_features, load_model, score_episodes
+    from mkdcore.stages.common import (
+        MODEL_SPEC,
+        branch_caches,
+        branch_logits,
+        episode_keys,
+        extract_backbone_features,
+        load_model,
+        score_episodes,
+    )
 
     if (model_dir / "model" / MODEL_SPEC).is_file():
         model_dir = model_dir / "model"
@@ -36,11 +44,8 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     d = spec["data"]
     layout = DatasetLayout(root or d["root"])
     transform = ClipTransform(resize=d["resize"], crop=d["crop"], train=False, normalize=d["normalize"])
-    caches: dict[str, dict] = {}
-    for key, feats in extract_backbone_features(model.backbone, layout, episode_keys(episodes), spec.get("modality", "rgb"),
-                                                transform, d["frames"], dev):
-        for branch, arr in feats.items():
-            caches.setdefault(branch, {})[key] = arr
+    caches = branch_caches(extract_backbone_features(model.backbone, layout, episode_keys(episodes), spec.get("modality", "rgb"),
+                                                     transform, d["frames"], dev))
     summary = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, dev)).summary()
     summary.pop("confusion")
     if as_json:

@@ -91,9 +91,13 @@ def to_device(x: Any, device: torch.device) -> Any:
 
 
 # ----------------------------------------------------------------------- models
-def resolved(component: Component, **defaults: Any) -> Component:
-    """The component with pipeline-known options (widths) filled in unless set."""
-    return Component(name=component.name, options={**defaults, **component.options})
+def resolved(kind: str, component: Component, **known: Any) -> Component:
+    """The component with pipeline-known values (widths, frame count, accumulation) filled
+    in for the options its plugin accepts; options set in the config win."""
+    model = api.get(kind, component.name).options
+    fields = model.model_fields if model is not None else {}
+    filled = {k: v for k, v in known.items() if k in fields}
+    return Component(name=component.name, options={**filled, **component.options})
 
 
 def build_fewshot(backbone: Component, head: Component, frames: int, pretrained: Path | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -104,7 +108,7 @@ def build_fewshot(backbone: Component, head: Component, frames: int, pretrained:
     if pretrained is not None:
         bb_opts.setdefault("pretrained", str(pretrained))
     bb = api.create("backbone", backbone.name, **bb_opts)
-    head_c = resolved(head, in_dim=bb.out_dim, seq_len=frames) if _accepts(head.name, "seq_len") else resolved(head, in_dim=bb.out_dim)
+    head_c = resolved("head", head, in_dim=bb.out_dim, seq_len=frames)
     hd = api.create("head", head_c.name, **head_c.options)
     spec = {"type": "fewshot", "backbone": {"name": backbone.name, "options": {k: v for k, v in bb_opts.items() if k != "pretrained"}},
             "head": head_c.model_dump(mode="json"), "frames": frames}
@@ -114,16 +118,8 @@ def build_fewshot(backbone: Component, head: Component, frames: int, pretrained:
 def build_feature_head(head: Component, in_dim: int, frames: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     from mkdcore.models.fewshot import FeatureHeadModel
 
-    opts = {"in_dim": in_dim}
-    if _accepts(head.name, "seq_len"):
-        opts["seq_len"] = frames
-    head_c = resolved(head, **opts)
+    head_c = resolved("head", head, in_dim=in_dim, seq_len=frames)
     return FeatureHeadModel(api.create("head", head_c.name, **head_c.options)), {"type": "feature_head", "head": head_c.model_dump(mode="json"), "frames": frames}
-
-
-def _accepts(head_name: str, option: str) -> bool:
-    spec = api.get("head", head_name)
-    return spec.options is not None and option in spec.options.model_fields
 
 
 def save_model(dir: Path, model: torch.nn.Module, spec: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> None:
@@ -191,6 +187,16 @@ def extract_backbone_features(
             yield key, {b: v[i * frames : (i + 1) * frames].float().cpu().numpy() for b, v in out.items() if b.startswith("features")}
         if on_video:
             on_video(len(chunk))
+
+
+def branch_caches(features: Iterable[tuple[VideoKey, dict[str, np.ndarray]]]) -> dict[str, dict[VideoKey, np.ndarray]]:
+    """``extract_backbone_features`` output regrouped as ``{branch: {key: (T, D)}}``, the
+    per-video caches that :func:`branch_logits` scores episodes on."""
+    caches: dict[str, dict[VideoKey, np.ndarray]] = {}
+    for key, feats in features:
+        for branch, arr in feats.items():
+            caches.setdefault(branch, {})[key] = arr
+    return caches
 
 
 # ------------------------------------------------------------------- episodes

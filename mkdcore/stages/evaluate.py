@@ -18,6 +18,7 @@ from mkdcore.data.episodes import EpisodeSampler, load_episodes
 from mkdcore.errors import DataError
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.common import (
+    branch_caches,
     branch_logits,
     episode_keys,
     extract_backbone_features,
@@ -45,12 +46,8 @@ def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
 
 def student_caches(ctx: StageContext, model: torch.nn.Module, keys) -> dict[str, dict]:
     cfg = ctx.cfg
-    caches: dict[str, dict] = {}
-    for key, feats in extract_backbone_features(model.backbone, layout_of(cfg), keys, "rgb", transform_of(cfg, train=False),
-                                                cfg.data.frames, ctx.device, cfg.evaluation.batch_frames):
-        for branch, arr in feats.items():
-            caches.setdefault(branch, {})[key] = arr
-    return caches
+    return branch_caches(extract_backbone_features(model.backbone, layout_of(cfg), keys, "rgb", transform_of(cfg, train=False),
+                                                   cfg.data.frames, ctx.device, cfg.evaluation.batch_frames))
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

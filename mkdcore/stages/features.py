@@ -24,7 +24,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     m = ctx.node.params["modality"]
     model, _ = load_model(ctx.dep(f"teacher:{m}").stage_dir / "model", ctx.device)
     store = FeatureStore(ctx.dir / "features")
-    keys = [k for k in all_keys(cfg) if not store.exists(k)]  # resumable
+    every = all_keys(cfg)
+    keys = [k for k in every if not store.exists(k)]  # resumable
     progress = ctx.progress(len(keys), unit="videos")
     progress.start()
     done = 0
@@ -37,5 +38,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
         done += 1
         progress.update(done)
     progress.finish(done)
-    return {"modality": m, "videos": len(all_keys(cfg)), "extracted": done, "dim": dim, "dir": str(store.dir)}
+    return {"modality": m, "videos": len(every), "extracted": done, "dim": dim, "dir": str(store.dir)}
 

@@ -22,6 +22,7 @@ from mkdcore.engine import EpisodicTrainer, StepOutput, TrainResult
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.common import (
     OrderedEpisodes,
+    branch_caches,
     branch_logits,
     episode_keys,
     extract_backbone_features,
@@ -43,10 +44,8 @@ def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) ->
 
     def validate(model: torch.nn.Module) -> float:
         model.eval()
-        caches: dict[str, dict] = {}
-        for key, feats in extract_backbone_features(model.backbone, layout, keys, modality, transform, cfg.data.frames, ctx.device, cfg.evaluation.batch_frames):
-            for branch, arr in feats.items():
-                caches.setdefault(branch, {})[key] = arr
+        caches = branch_caches(extract_backbone_features(model.backbone, layout, keys, modality, transform, cfg.data.frames,
+                                                         ctx.device, cfg.evaluation.batch_frames))
         scores = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, ctx.device))
         return float(np.mean(scores.accuracies))
 

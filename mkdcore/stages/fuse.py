@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from mkdcore import api
-from mkdcore.config import Component
 from mkdcore.data.episodes import Episode, EpisodeSampler
 from mkdcore.engine import EpisodicTrainer, StepOutput, seed_everything
 from mkdcore.stages.base import StageContext
@@ -51,15 +50,8 @@ def build_fusion_teacher(spec: dict[str, Any]) -> tuple[FusionTeacher, dict[str,
 def fusion_spec(ctx: StageContext, dim: int) -> dict[str, Any]:
     cfg = ctx.cfg
     f = cfg.fusion
-    fusion_c = resolved(f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
-    fusion_opts = api.get("fusion", fusion_c.name).options
-    allowed = set(fusion_opts.model_fields) if fusion_opts is not None else set()
-    fusion_c = Component(name=fusion_c.name, options={k: v for k, v in fusion_c.options.items() if k in allowed or k in f.module.options})
-    head_opts = {"in_dim": dim}
-    head_spec = api.get("head", f.head.name).options
-    if head_spec is not None and "seq_len" in head_spec.model_fields:
-        head_opts["seq_len"] = cfg.data.frames
-    head_c = resolved(f.head, **head_opts)
+    fusion_c = resolved("fusion", f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
+    head_c = resolved("head", f.head, in_dim=dim, seq_len=cfg.data.frames)
     return {"type": "fusion_teacher", "fusion": fusion_c.model_dump(mode="json"), "head": head_c.model_dump(mode="json"),
             "modalities": list(cfg.modalities.names), "frames": cfg.data.frames, "dim": dim}
 

@@ -19,7 +19,8 @@ def run(ctx: StageContext, batch: int = 64) -> dict[str, Any]:
     fuse_node = ctx.dep("fuse")
     stores = {m: ctx.nodes[d].stage_dir / "features" for m, d in ((n.split(":")[1], n) for n in fuse_node.deps)}
     out = FeatureStore(ctx.dir / "features")
-    keys = [k for k in all_keys(cfg) if not out.exists(k)]
+    every = all_keys(cfg)
+    keys = [k for k in every if not out.exists(k)]
     caches = feature_caches_for(stores, keys)
     progress = ctx.progress(len(keys), unit="videos")
     progress.start()
@@ -31,4 +32,4 @@ def run(ctx: StageContext, batch: int = 64) -> dict[str, Any]:
             out.save(key, arr)
         progress.update(i + len(chunk))
     progress.finish(len(keys))
-    return {"videos": len(all_keys(cfg)), "extracted": len(keys), "dim": spec["dim"], "dir": str(out.dir)}
+    return {"videos": len(every), "extracted": len(keys), "dim": spec["dim"], "dir": str(out.dir)}

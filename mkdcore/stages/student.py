@@ -47,11 +47,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     mspec["variant"] = variant
     mspec["modality"] = "rgb"
     mspec["data"] = data_spec(cfg)
-    dist_c = spec["distiller"]
-    dist_opts = api.get("distiller", dist_c.name).options
-    if dist_opts is not None and "tasks_per_batch" in dist_opts.model_fields:
-        # the distiller scales its terms by the accumulation the engine really uses
-        dist_c = resolved(dist_c, tasks_per_batch=cfg.training.tasks_per_batch)
+    # the distiller scales its terms by the accumulation the engine really uses
+    dist_c = resolved("distiller", spec["distiller"], tasks_per_batch=cfg.training.tasks_per_batch)
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
     teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
     store = ctx.nodes["mm_features"].stage_dir / "features" if teacher is not None else None
