@@ -22,6 +22,7 @@ from mkdcore.stages.common import (
     save_model,
     score_episodes,
     split_of,
+    stack_features,
     val_episodes,
 )
 
@@ -57,7 +58,8 @@ def fusion_spec(ctx: StageContext, dim: int) -> dict[str, Any]:
 
 
 def stack(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
-    return {m: torch.from_numpy(np.stack([c[k] for k in keys])).to(device) for m, c in caches.items()}
+    """``{modality: (N, T, D)}`` for the videos ``keys``."""
+    return {m: stack_features(c, keys, device) for m, c in caches.items()}
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
