@@ -62,6 +62,22 @@ def stack(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
     return {m: stack_features(c, keys, device) for m, c in caches.items()}
 
 
+def mfm_task_loss(logits: torch.Tensor, labels: torch.Tensor, tasks_per_batch: int) -> tuple[torch.Tensor, float]:
+    """The MFM teacher's loss for ONE task and the "ce" term it logs.
+
+    Spec section 4.3 (the original ``multi_fusion.py``): the cross-entropy is *summed*
+    over the task's queries (TRX style), then divided by ``tasks_per_batch`` because the
+    engine accumulates that many tasks per optimiser step without dividing again. This
+    differs from the per-modality teachers, which average over queries (section 1.3);
+    averaging here would scale MFM's gradients by 1/(way * query_train).
+
+    Returns ``(loss, ce)`` where ``ce`` is the per-task summed CE (``loss * tasks_per_batch``,
+    undivided), the number logged as the "ce" metric.
+    """
+    ce = F.cross_entropy(logits, labels, reduction="sum")
+    return ce / tasks_per_batch, float(ce.detach())
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     f = cfg.fusion
@@ -85,8 +101,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         e = sampler.episode(task)
         logits = logits_of(m, e)
         labels = torch.tensor(e.query_labels, device=device)
-        loss = F.cross_entropy(logits, labels) / f.training.tasks_per_batch
-        return StepOutput(loss, {"ce": float(loss.detach()) * f.training.tasks_per_batch}, int((logits.argmax(1) == labels).sum()), len(e.query))
+        loss, ce = mfm_task_loss(logits, labels, f.training.tasks_per_batch)
+        return StepOutput(loss, {"ce": ce}, int((logits.argmax(1) == labels).sum()), len(e.query))
 
     val_eps = val_episodes(cfg, f.training.val_episodes, which="val", seed=f.training.seed)
 
