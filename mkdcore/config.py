@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mkdcore.errors import ConfigError
+from mkdcore.names import UnsafeNameError, experiment_name
 from mkdcore.registry import format_validation_error
 
 
@@ -172,6 +173,17 @@ class ExperimentConfig(Section):
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(lr=1e-4, tasks=70010, schedule=ScheduleConfig(kind="multistep", milestones=[20000, 40000])))
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+    @field_validator("name", "group")
+    @classmethod
+    def _plain_name(cls, v: str | None, info: ValidationInfo) -> str | None:
+        """``name`` and ``group`` become ``runs/<name>/``: never a path (``../../x``)."""
+        if v is None:
+            return v
+        try:
+            return experiment_name(v, info.field_name or "name")
+        except UnsafeNameError as exc:
+            raise ValueError(str(exc)) from None
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of some sections (used to key stage outputs)."""

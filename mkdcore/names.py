@@ -40,10 +40,25 @@ def experiment_name(value: object, kind: str = "experiment name") -> str:
 
 
 def sweep_label(value: object) -> str:
+    """A sweep label once it becomes part of a folder name (see :func:`sweep_member_name`)."""
     return experiment_name(value, "sweep label")
 
 
+#: what a sweep value may keep when it becomes part of a folder name
+_LABEL_BAD = re.compile(r"(?:[^A-Za-z0-9._+\-]|\.{2,})+")
+
+
+def sweep_member_name(name: str, label: str) -> str:
+    """``runs/<name>-<label>/`` of one sweep member: ``--sweep`` values are free text
+    (``a/b``, ``..``), so every run of other characters becomes ``_`` and the result is
+    validated as an experiment name (an empty or over-long one is refused)."""
+    cleaned = _LABEL_BAD.sub("_", f"{name}-{label}").strip("_.")
+    return sweep_label(cleaned)
+
+
 def job_id(value: object) -> str:
+    """A job id or a prefix of one as typed to ``mkd status|logs|cancel|retry``, or read
+    from a queue message; it becomes ``runs/jobs/<id>/``."""
     if not isinstance(value, str) or not _JOB_ID.match(value):
         raise UnsafeNameError(f"job id {value!r} is not allowed: job ids are letters, digits, '_' and '-' "
                          "(see `mkd status` for the ids)")
@@ -51,6 +66,8 @@ def job_id(value: object) -> str:
 
 
 def stage_name(value: object) -> str:
+    """A stage or stage kind from ``--stages``/``--force`` or a queue message; it becomes
+    part of log file names (``logs/teacher-rgb.log``)."""
     if not isinstance(value, str) or not _STAGE.match(value) or ".." in value:
         raise UnsafeNameError(f"stage name {value!r} is not allowed: stages are 'kind' or 'kind:name' "
                          "(see `mkd run CONFIG --list`)")

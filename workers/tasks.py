@@ -29,6 +29,7 @@ from typing import Any
 from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
+from mkdcore import names
 from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender
@@ -72,6 +73,11 @@ def validate_message(args: tuple, kwargs: dict[str, Any]) -> StageMessage | str:
         msg = StageMessage.model_validate(kwargs)
     except ValidationError as err:
         return f"invalid message fields: {err.errors()[0]['loc']} {err.errors()[0]['msg']}"
+    try:  # both become paths (runs/jobs/<id>/logs/<stage>.log)
+        names.job_id(msg.job_id)
+        names.stage_name(msg.stage)
+    except names.UnsafeNameError as err:
+        return f"invalid message: {err}"
     try:
         config_from_dict(msg.config, source=f"job {msg.job_id}", check_plugins=False)
     except MkdError as err:

@@ -19,7 +19,8 @@ def cancel(job: str, grace: float | None, no_wait: bool, runs_dir: str | None) -
     from workers.celery_app import make_app
 
     store = JobStore(runs_dir or default_runs_dir())
-    record = cancel_job(store, job, grace_s=grace, revoke=revoker(make_app(broker_url())))
+    job_id = store.resolve(job)  # a bad id fails before anything is locked or written
+    record = cancel_job(store, job_id, grace_s=grace, revoke=revoker(make_app(broker_url())))
     running = [s.name for s in record.stages if s.state == "running"]
     if running and not no_wait:
         click.echo(f"{record.id}: stopping {', '.join(running)} (SIGTERM, up to {record.cancel_grace_s:.0f} s to checkpoint)")

@@ -16,8 +16,9 @@ def retry(job: str, runs_dir: str | None) -> None:
     from mkdcore.jobs.store import JobStore, default_runs_dir
     from workers.celery_app import make_app
 
+    store = JobStore(runs_dir or default_runs_dir())
+    job_id = store.resolve(job)  # a bad or unknown id is the error to show, even without Redis
     url = broker_url()
     ping_redis(url)
-    store = JobStore(runs_dir or default_runs_dir())
-    record, again = retry_job(store, job, make_sender(make_app(url)))
+    record, again = retry_job(store, job_id, make_sender(make_app(url)))
     click.echo(f"{record.id}: re-queued {', '.join(again)} ({record.state})")

@@ -23,6 +23,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from mkdcore import names
 from mkdcore.errors import MkdError
 from mkdcore.jobs.model import JobRecord
 
@@ -56,7 +57,11 @@ class JobStore:
 
     # ----------------------------------------------------------------- paths
     def job_dir(self, job_id: str) -> Path:
-        return self.root / job_id
+        """``<root>/<job_id>``; the id is validated and the folder kept under the root, as
+        ids come from users and queue messages (``../../x`` must not reach another file)."""
+        path = self.root / names.job_id(job_id)
+        names.inside(self.root, path, "job directory")
+        return path
 
     def record_path(self, job_id: str) -> Path:
         return self.job_dir(job_id) / "job.json"
@@ -91,10 +96,15 @@ class JobStore:
             raise JobNotFound(f"no job {job_id!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)") from None
 
     def resolve(self, prefix: str) -> str:
-        """A full job id from an id or a unique prefix of one."""
+        """A full job id from an id or a unique prefix of one.
+
+        The one place a user-typed id enters the store (status, logs, cancel, retry): it is
+        validated first, and a prefix is matched against the listed ids, never globbed
+        (``j*`` is refused, not a pattern)."""
+        names.job_id(prefix)
         if self.record_path(prefix).is_file():
             return prefix
-        matches = [p.name for p in self.root.glob(f"{prefix}*") if (p / "job.json").is_file()] if prefix else []
+        matches = [job_id for job_id in self.ids() if job_id.startswith(prefix)]
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:
@@ -102,9 +112,11 @@ class JobStore:
         raise JobNotFound(f"no job {prefix!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)")
 
     def ids(self) -> list[str]:
+        """Ids of the job folders holding a record (folders whose names no job id could
+        have, put there by hand, are left out rather than failing every listing)."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "job.json").is_file())
+        return sorted(p.name for p in self.root.iterdir() if _is_job_id(p.name) and (p / "job.json").is_file())
 
     def all(self) -> list[JobRecord]:
         jobs = []
@@ -155,6 +167,14 @@ class Transaction:
         for job_id, job in self._jobs.items():
             if job.model_dump_json() != self._snapshots[job_id]:
                 self.store.save(job)
+
+
+def _is_job_id(value: str) -> bool:
+    try:
+        names.job_id(value)
+    except names.UnsafeNameError:
+        return False
+    return True
 
 
 def read_json(path: Path) -> dict | None:

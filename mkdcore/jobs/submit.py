@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from mkdcore.config import ExperimentConfig, apply_overrides, config_from_dict, 
 from mkdcore.errors import ConfigError, MkdError
 from mkdcore.jobs.model import JobRecord, StageRecord, new_job_id
 from mkdcore.jobs.store import JobStore, atomic_write
+from mkdcore.names import sweep_member_name
 
 
 class DuplicateJob(MkdError):
@@ -97,7 +97,7 @@ def build_job(member: Member, *, name: str | None, group: str | None, priority: 
     if member.label:
         job_name = f"{job_name}[{member.label}]"
         # each member reports into its own runs/<experiment>/ folder, tagged with the group
-        resolved["name"] = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{cfg.name}-{member.label}").strip("_")
+        resolved["name"] = sweep_member_name(cfg.name, member.label)  # --sweep values are free text
     if group is not None:
         resolved["group"] = group
     store = JobStore(runs_dir)

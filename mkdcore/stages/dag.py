@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from mkdcore.config import Component, ExperimentConfig, stable_hash
+from mkdcore.names import stage_name
 from mkdcore.stages.base import StageNode
 
 #: Distillers that do not look at a teacher (their student needs no teacher stages).
@@ -105,13 +106,14 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
 def select(nodes: list[StageNode], names: list[str] | None) -> list[StageNode]:
     """The requested stages plus everything they depend on, in DAG order.
 
-    ``names`` may name stages (``teacher:rgb``) or kinds (``teacher``).
+    ``names`` may name stages (``teacher:rgb``) or kinds (``teacher``); each is validated
+    (``--stages`` and queue messages are user text that ends up in log file names).
     """
     if not names:
         return nodes
     by_name = {n.name: n for n in nodes}
     wanted: set[str] = set()
-    for name in names:
+    for name in map(stage_name, names):
         matched = [n.name for n in nodes if n.name == name or n.kind == name]
         if not matched:
             from mkdcore.errors import ConfigError

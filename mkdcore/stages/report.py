@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mkdcore import names
 from mkdcore.report import (
     MODEL_COLUMNS,
     display_rows,
@@ -25,7 +26,13 @@ from mkdcore.stages.base import StageContext
 
 
 def experiment_dir(ctx: StageContext) -> Path:
-    return Path(ctx.cfg.runtime.runs_dir) / ctx.cfg.name
+    """``runs/<name>/``, checked again here: the report is the one stage that writes by a
+    user-typed name, and pydantic does not re-validate ``cfg.name = ...`` assigned after
+    loading (nor would it see a ``runs/<name>`` symlink leading out of ``runs/``)."""
+    runs = Path(ctx.cfg.runtime.runs_dir)
+    path = runs / names.experiment_name(ctx.cfg.name)
+    names.inside(runs, path, "report directory")
+    return path
 
 
 def run(ctx: StageContext) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from mkdcore.config import ExperimentConfig
 from mkdcore.errors import MkdError
+from mkdcore.names import stage_name
 from mkdcore.stages.base import StageContext, StageNode, write_manifest
 from mkdcore.stages.dag import plan, select
 
@@ -60,6 +61,7 @@ def stage_lock(node: StageNode) -> Iterator[None]:
 def forced_closure(nodes: list[StageNode], force: list[str]) -> set[str]:
     """Stages named (or of a kind named) in ``force`` plus everything downstream of them:
     redoing a teacher must redo what was computed from it."""
+    force = [stage_name(name) for name in force]  # --force is user text
     forced = {n.name for n in nodes if n.name in force or n.kind in force}
     changed = True
     while changed:
