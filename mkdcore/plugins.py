@@ -6,8 +6,15 @@ datasette and llm do). Environment variables, as in datasette and llm:
 
 * ``MKD_LOAD_PLUGINS=a,b``: load only the entry points named ``a`` and ``b``
   (an empty value loads none);
+* ``MKD_DISABLE_PLUGINS=a,b``: never import the entry points named ``a`` and ``b``
+  (like pytest's ``-p no:NAME``), e.g. to silence a broken plugin you do not use;
 * ``MKD_TRACE_PLUGINS=1``: print every hook call, its implementations and results
   to stderr.
+
+A plugin that fails to import, to register or in its ``register_*`` hook does not stop
+mkd: it is reported once (one ``warning:`` line on stderr), skipped, recorded in
+:attr:`PluginManager.broken`, shown by ``mkd plugins`` and failed by ``mkd doctor``, and
+named in the error of any lookup that fails (it may be what provides the missing name).
 """
 
 from __future__ import annotations
@@ -21,9 +28,21 @@ import pluggy
 
 from mkdcore import hookspecs
 from mkdcore.errors import PluginError
-from mkdcore.registry import HOOK_OF_KIND, PluginSpec, Registry, describe
+from mkdcore.registry import HOOK_OF_KIND, BrokenPlugin, PluginSpec, Registry, describe
 
 ENTRY_POINT_GROUP = "mkd"
+
+
+def _env_names(variable: str) -> set[str] | None:
+    """``a, b`` -> ``{"a", "b"}``; None when the variable is unset."""
+    value = os.environ.get(variable)
+    return None if value is None else {n.strip() for n in value.split(",") if n.strip()}
+
+
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: message`` on one line (import errors can span several)."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class PluginManager:
@@ -34,6 +53,8 @@ class PluginManager:
         self.pm.add_hookspecs(hookspecs)
         self._registry: Registry | None = None
         self._sources: dict[str, tuple[str, str]] = {}  # plugin name -> (package, version)
+        self.broken: dict[str, BrokenPlugin] = {}  # plugin name -> why it was skipped
+        self.disabled: list[str] = []  # entry points skipped by MKD_DISABLE_PLUGINS
         if os.environ.get("MKD_TRACE_PLUGINS"):
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
         if load_entrypoints:
@@ -42,21 +63,35 @@ class PluginManager:
 
     # ---------------------------------------------------------------- loading
     def load_entrypoints(self) -> None:
-        wanted = os.environ.get("MKD_LOAD_PLUGINS")
-        only = None if wanted is None else {n.strip() for n in wanted.split(",") if n.strip()}
+        """Import and register the ``mkd`` entry points; a broken one is skipped (warned)."""
+        only = _env_names("MKD_LOAD_PLUGINS")
+        disabled = _env_names("MKD_DISABLE_PLUGINS") or set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if only is not None and ep.name not in only:
                 continue
-            if self.pm.get_plugin(ep.name) is not None:
+            if ep.name in disabled:
+                self.disabled.append(ep.name)
                 continue
-            try:
-                module = ep.load()
-            except Exception as exc:  # a broken third-party plugin must say who it is
-                dist = ep.dist.name if ep.dist else "?"
-                raise PluginError(f"plugin {ep.name!r} from package {dist} failed to load: {exc}") from exc
+            if self.pm.get_plugin(ep.name) is not None or ep.name in self.broken:
+                continue
             dist_name = ep.dist.name if ep.dist else "unknown"
             dist_version = ep.dist.version if ep.dist else "?"
-            self.register(module, name=ep.name, package=dist_name, version=dist_version)
+            try:
+                module = ep.load()
+                self.register(module, name=ep.name, package=dist_name, version=dist_version)
+            except Exception as exc:  # one broken third-party plugin must not stop every command
+                self._mark_broken(ep.name, dist_name, dist_version, exc)
+
+    def _mark_broken(self, name: str, package: str, version: str, exc: BaseException) -> None:
+        """Skip a plugin that failed, and say so once on stderr."""
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
+        self._sources.pop(name, None)
+        self._registry = None
+        broken = BrokenPlugin(name=name, package=package, version=version, error=_one_line(exc))
+        self.broken[name] = broken
+        print(f"warning: plugin {name!r} from package {package} failed to load and is skipped: {broken.error} "
+              f"(set MKD_DISABLE_PLUGINS={name} to silence this)", file=sys.stderr)
 
     def register(self, plugin: Any, name: str | None = None, package: str | None = None, version: str = "") -> str:
         """Register a module or object as a plugin (tests and inline plugins use this)."""
@@ -91,7 +126,16 @@ class PluginManager:
                 register = self._make_register(registry, kind, impl.plugin_name)
                 if os.environ.get("MKD_TRACE_PLUGINS"):
                     print(f"mkd: {hook_name} -> {impl.plugin_name}", file=sys.stderr)
-                impl.function(**{arg: register for arg in impl.argnames})
+                try:
+                    impl.function(**{arg: register for arg in impl.argnames})
+                except PluginError:
+                    raise  # a clash between plugins or a bad name: the message says who
+                except Exception as exc:  # a bug inside one plugin's hook: skip that plugin
+                    package, version = self._sources.get(impl.plugin_name, (impl.plugin_name, ""))
+                    self._mark_broken(impl.plugin_name, package, version, exc)
+                    registry.discard_plugin(impl.plugin_name)
+        registry.broken = list(self.broken.values())
+        registry.disabled = list(self.disabled)
         return registry
 
     def _make_register(self, registry: Registry, kind: str, plugin_name: str) -> Callable[..., None]:

@@ -67,7 +67,27 @@ class PluginSpec:
             "description": self.description,
             "options": self.options.model_json_schema() if self.options else None,
             "options_summary": self.options_summary(),
+            "broken": False,
         }
+
+
+@dataclass(frozen=True)
+class BrokenPlugin:
+    """A plugin that failed to import or to register: skipped so that every other command
+    still works, listed by ``mkd plugins`` and ``mkd doctor``, and named when a lookup
+    fails (it may be the one that provides the missing component)."""
+
+    name: str  # entry-point (plugin) name
+    package: str
+    version: str
+    error: str  # one line: "ModuleNotFoundError: No module named 'x'"
+
+    def describe(self) -> str:
+        return f"{self.name} (package {self.package}: {self.error})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": None, "package": self.package, "version": self.version,
+                "plugin": self.name, "broken": True, "error": self.error}
 
 
 def format_validation_error(err: ValidationError, prefix: str = "") -> str:
@@ -79,6 +99,8 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] == "value_error":
+            msg = msg.removeprefix("Value error, ")  # our validators' own words suffice
         parts.append(f"{path}: {msg}")
     return "; ".join(parts)
 
@@ -88,6 +110,9 @@ class Registry:
     """All components of one plugin manager, by kind then name."""
 
     entries: dict[str, dict[str, PluginSpec]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    #: plugins that could have provided a missing name: failed to load, or switched off
+    broken: list[BrokenPlugin] = field(default_factory=list)
+    disabled: list[str] = field(default_factory=list)
 
     def add(self, spec: PluginSpec) -> None:
         table = self.entries.setdefault(spec.kind, {})
@@ -99,8 +124,23 @@ class Registry:
             )
         table[spec.name] = spec
 
+    def discard_plugin(self, plugin: str) -> None:
+        """Forget what one plugin registered (its hook failed half-way)."""
+        for table in self.entries.values():
+            for name in [n for n, spec in table.items() if spec.plugin == plugin]:
+                del table[name]
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.entries.get(kind, {}))
+
+    def missing_plugins_hint(self) -> str:
+        """``; ...`` naming the plugins that were not loaded (empty when all were)."""
+        hint = ""
+        if self.broken:
+            hint += "; plugins that failed to load (one may provide it): " + ", ".join(b.describe() for b in self.broken)
+        if self.disabled:
+            hint += f"; disabled by MKD_DISABLE_PLUGINS: {', '.join(self.disabled)}"
+        return hint
 
     def resolve(self, kind: str, name: str) -> tuple[PluginSpec, dict[str, Any]]:
         """The spec for ``name`` and the options implied by the name (wildcards)."""
@@ -115,7 +155,7 @@ class Registry:
             if spec is not None and variant:
                 return spec, {"variant": variant}
         known = ", ".join(self.names(kind)) or "(none)"
-        raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}")
+        raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}{self.missing_plugins_hint()}")
 
     def get(self, kind: str, name: str) -> PluginSpec:
         return self.resolve(kind, name)[0]

@@ -206,3 +206,12 @@ def test_job_commands_refuse_paths_and_patterns(store_env, capsys, args):
 def test_job_id_prefix_still_resolves(store_env, capsys):
     code, out, err = mkd(capsys, "status", "jins", "--json")
     assert code == 0 and '"id": "jinside"' in out, err
+
+
+def test_submit_name_is_validated(tmp_path):
+    from mkdcore.jobs.submit import Member, build_job
+
+    cfg = config_from_dict({"runtime": {"runs_dir": str(tmp_path / "runs")}}, check_plugins=False)
+    with pytest.raises(names.UnsafeNameError, match="job name"):
+        build_job(Member("", {}, cfg), name="../x", group=None, priority=5, queue="mkd", code=None, grace_s=1.0,
+                  max_attempts=1)

@@ -140,3 +140,109 @@ def test_cli_plugins_kind_filter(plugin_manager):
     result = CliRunner().invoke(cli, ["plugins", "--kind", "head", "--json"])
     assert result.exit_code == 0
     assert {d["kind"] for d in json.loads(result.output)} == {"head"}
+
+
+# ------------------------------------------------------------ broken plugins (issue 10)
+class _Dist:
+    name, version = "mkd-broken-pkg", "0.1"
+
+
+class BrokenEntryPoint:
+    """An ``mkd`` entry point whose module fails to import."""
+
+    name, dist = "broken_heads", _Dist()
+    loads = 0
+
+    def load(self):
+        type(self).loads += 1
+        raise ImportError("No module named 'nonexistent_dep'\n(second line)")
+
+
+@pytest.fixture
+def broken_entry_point(monkeypatch):
+    """The real ``mkd`` entry points plus a broken one, read by a fresh process-wide
+    manager (as a new ``mkd`` process would)."""
+    from mkdcore import plugins as plugin_module
+
+    real = plugin_module.entry_points
+    monkeypatch.setattr(plugin_module, "entry_points", lambda group: [*real(group=group), BrokenEntryPoint()])
+    BrokenEntryPoint.loads = 0
+    previous = plugin_module.set_manager(None)
+    yield BrokenEntryPoint
+    plugin_module.set_manager(previous)
+
+
+def mkd(capsys, *args: str) -> tuple[int, str, str]:
+    """``mkd ARGS`` in-process: (exit code, stdout, stderr)."""
+    from mkdcore.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_broken_plugin_is_skipped_with_one_warning(broken_entry_point, capsys):
+    code, out, err = mkd(capsys, "plugins", "--json")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and err.strip() == warnings[0], err
+    assert "'broken_heads'" in err and "mkd-broken-pkg" in err and "nonexistent_dep" in err
+    rows = json.loads(out)
+    assert ("head", "trx") in {(r["kind"], r["name"]) for r in rows}  # the others still load
+    broken = [r for r in rows if r["broken"]]
+    assert [(b["name"], b["package"]) for b in broken] == [("broken_heads", "mkd-broken-pkg")]
+    assert "ImportError: No module named 'nonexistent_dep' (second line)" == broken[0]["error"]
+
+
+def test_broken_plugin_shown_in_table_and_failed_by_doctor(broken_entry_point, capsys):
+    code, out, _ = mkd(capsys, "plugins", "--kind", "head")
+    assert code == 0 and "broken_heads" in out and "nonexistent_dep" in out
+    code, out, _ = mkd(capsys, "doctor", "--json")
+    report = json.loads(out)
+    check = next(c for c in report["checks"] if c["check"] == "plugins")
+    assert code == 1 and not report["ok"] and not check["ok"]
+    assert "broken_heads" in check["detail"] and "nonexistent_dep" in check["detail"]
+    assert broken_entry_point.loads == 1  # one manager per process: imported (and warned) once
+
+
+def test_config_needing_a_broken_plugin_fails_with_one_line_naming_it(broken_entry_point, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "exp.yaml"
+    config.write_text("student:\n  head: {name: fancy_head}\n")
+    code, _, err = mkd(capsys, "run", str(config))
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "student.head.name" in lines[0] and "'fancy_head'" in lines[0]
+    assert "broken_heads" in lines[0] and "nonexistent_dep" in lines[0]
+    assert list(tmp_path.iterdir()) == [config]
+
+
+def test_disable_plugins_env_skips_named_entry_points(broken_entry_point, monkeypatch, capsys):
+    monkeypatch.setenv("MKD_DISABLE_PLUGINS", "broken_heads, heads_trx")
+    pm = PluginManager()
+    assert broken_entry_point.loads == 0 and not pm.broken and "warning" not in capsys.readouterr().err
+    assert sorted(pm.disabled) == ["broken_heads", "heads_trx"]
+    assert "trx" not in pm.registry.names("head") and "mean_distance" in pm.registry.names("head")
+    with pytest.raises(PluginError, match="disabled by MKD_DISABLE_PLUGINS: .*heads_trx"):
+        pm.registry.get("head", "trx")
+
+
+def test_plugin_whose_hook_raises_is_skipped():
+    pm = PluginManager(load_entrypoints=False)
+    mod = types.ModuleType("half")
+
+    @hookimpl
+    def register_heads(register):
+        register("half_head", object)
+        raise RuntimeError("boom")
+
+    mod.register_heads = register_heads
+    pm.register(mod, name="half", package="half-pkg")
+    assert pm.registry.names("head") == [] and "RuntimeError: boom" in pm.broken["half"].error
+    with pytest.raises(PluginError, match="half .package half-pkg: RuntimeError: boom"):
+        pm.registry.get("head", "half_head")

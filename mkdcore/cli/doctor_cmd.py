@@ -57,14 +57,21 @@ def _redis():
 
 
 def _plugins():
+    """Fails when nothing is registered or a plugin failed to load: a broken plugin is
+    skipped by every command, so a config that needs it fails later, far from the cause."""
     from mkdcore.plugins import get_manager
 
-    specs = get_manager().list_plugins()
+    manager = get_manager()
+    specs = manager.list_plugins()
     kinds: dict[str, int] = {}
     for s in specs:
         kinds[s.kind] = kinds.get(s.kind, 0) + 1
-    ok = len(specs) > 0
-    return ok, ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no plugins loaded"
+    detail = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) or "no plugins loaded"
+    if manager.broken:
+        detail += "; failed to load: " + ", ".join(b.describe() for b in manager.broken.values())
+    if manager.disabled:
+        detail += f"; disabled by MKD_DISABLE_PLUGINS: {', '.join(manager.disabled)}"
+    return len(specs) > 0 and not manager.broken, detail
 
 
 @click.command()

@@ -15,7 +15,7 @@ from mkdcore.config import ExperimentConfig, apply_overrides, config_from_dict, 
 from mkdcore.errors import ConfigError, MkdError
 from mkdcore.jobs.model import JobRecord, StageRecord, new_job_id
 from mkdcore.jobs.store import JobStore, atomic_write
-from mkdcore.names import sweep_member_name
+from mkdcore.names import experiment_name, sweep_member_name
 
 
 class DuplicateJob(MkdError):
@@ -93,7 +93,7 @@ def build_job(member: Member, *, name: str | None, group: str | None, priority: 
     resolved = resolved_config(cfg)
     runs_dir = resolved["runtime"]["runs_dir"]
     job_id = new_job_id()
-    job_name = name or cfg.name
+    job_name = experiment_name(name, "job name (--name)") if name is not None else cfg.name
     if member.label:
         job_name = f"{job_name}[{member.label}]"
         # each member reports into its own runs/<experiment>/ folder, tagged with the group
