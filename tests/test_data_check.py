@@ -130,3 +130,22 @@ def test_cli_one_line_error_without_traceback(tmp_path):
     )
     assert proc.returncode != 0
     assert proc.stderr.strip().splitlines() == [f"error: dataset root {tmp_path / 'nope'} does not exist"]
+
+
+def test_empty_split_file_is_an_error_not_ok(tmp_path):
+    root = small_tree(tmp_path)
+    empty = root / "splits" / "mine" / "vallist03.txt"
+    empty.write_text("\n")
+    code, out = run_json(root)
+    assert code == 1
+    assert f"split file {empty} lists no videos (expected '<class>/<video>' lines)" in out["errors"]
+
+
+def test_class_folder_with_spaces_matches_its_split_line(tmp_path):
+    root = small_tree(tmp_path)
+    (root / "rgb_l8" / "kick").rename(root / "rgb_l8" / "Kick Ball")
+    split = root / "splits" / "mine" / "testlist03.txt"
+    split.write_text(split.read_text().replace("kick/", "Kick_Ball/"))
+    code, out = run_json(root)
+    assert code == 0, out["errors"]
+    assert out["splits"]["test"]["videos"] == 6

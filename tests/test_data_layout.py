@@ -137,3 +137,52 @@ def test_standard_dataset_plugin_installs_shipped_split(tmp_path, plugin_manager
     assert root == tmp_path
     assert DatasetLayout(root).split_ids("ssv2_OTAM") == ["07"]
     assert (tmp_path / "splits" / "ssv2_OTAM" / "trainlist07.txt").stat().st_size > 0
+
+
+@pytest.mark.parametrize("line", ["Apply Eye Makeup/v_x", "Apply_Eye_Makeup/v_x", "apply eye_makeup/V_X"])
+@pytest.mark.parametrize("folder", ["Apply Eye Makeup", "Apply_Eye_Makeup"])
+def test_spaces_and_underscores_match_both_ways(tmp_path, line, folder):
+    """Rule: case ignored, space == underscore, on the split side and the folder side."""
+    write_jpeg(tmp_path / "rgb_l8" / folder / "v_x" / "00000001.jpg")
+    write_split(tmp_path / "splits" / "s", "train", [line])
+    index = load_split(DatasetLayout(tmp_path), "s", "train")
+    assert index.keys() == [VideoKey(folder, "v_x")]  # keyed by the folder on disk
+
+
+def test_folders_differing_only_by_space_are_refused(tmp_path):
+    for folder in ("Apply Eye", "apply_eye"):
+        write_jpeg(tmp_path / "rgb_l8" / folder / "v" / "00000001.jpg")
+    write_split(tmp_path / "splits" / "s", "train", ["Apply Eye/v"])
+    with pytest.raises(DataError, match="'Apply Eye' and 'apply_eye' differ only in case or space/underscore"):
+        load_split(DatasetLayout(tmp_path), "s", "train")
+
+
+@pytest.mark.parametrize("bad", ["../x", "jump/../../etc", "./v1", "jump/.hidden"])
+def test_unsafe_split_line_names_file_and_line(tmp_path, bad):
+    write_jpeg(tmp_path / "rgb_l8" / "jump" / "v1" / "00000001.jpg")
+    path = write_split(tmp_path / "splits" / "s", "train", ["jump/v1", bad])
+    with pytest.raises(DataError, match=rf"^{path}:2: .* is not allowed") as err:
+        load_split(DatasetLayout(tmp_path), "s", "train")
+    assert "\n" not in str(err.value)
+
+
+def test_empty_split_file_is_an_error_naming_it(tmp_path):
+    write_jpeg(tmp_path / "rgb_l8" / "jump" / "v1" / "00000001.jpg")
+    path = write_split(tmp_path / "splits" / "s", "test", ["", "  "])
+    with pytest.raises(DataError, match=rf"split file {path} lists no videos"):
+        load_split(DatasetLayout(tmp_path), "s", "test")
+
+
+def test_read_frames_errors_name_file_and_reason(tmp_path):
+    good = write_jpeg(tmp_path / "a.jpg", size=16)
+    data = good.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello")
+    with pytest.raises(DataError, match=r"cut.jpg: .*truncated") as err:
+        read_frames([good, tmp_path / "cut.jpg"])
+    assert ".cpp" not in str(err.value)
+    with pytest.raises(DataError, match=r"empty.jpg: empty file"):
+        read_frames([tmp_path / "empty.jpg"])
+    with pytest.raises(DataError, match=r"text.jpg: not a JPEG or PNG image"):
+        read_frames([tmp_path / "text.jpg"])

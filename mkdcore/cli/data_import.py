@@ -13,11 +13,15 @@ import click
 @click.option("--frames", default=8, show_default=True, help="Frames kept per video (uniformly spaced).")
 @click.option("--workers", default=1, show_default=True, help="Decoding processes.")
 @click.option("--size", "size", default=None, type=int, help="Resize so the shorter side is SIZE px (default: keep).")
-def import_videos(videos_dir: str, out: str, frames: int, workers: int, size: int | None) -> None:
+@click.option("--min-frames", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Refuse videos with fewer decodable frames (shorter ones get repeated frames, with a warning).")
+def import_videos(videos_dir: str, out: str, frames: int, workers: int, size: int | None, min_frames: int) -> None:
     """Decode the videos in VIDEOS_DIR/<class>/*.{avi,mp4,webm,...} into OUT.
 
-    Resumable: videos already imported are skipped. Videos that cannot be decoded are
-    listed at the end (exit status 1) after all the others are done.
+    Resumable: videos already imported are skipped. Videos that cannot be decoded (or
+    have fewer than --min-frames frames) are listed at the end (exit status 1) after all
+    the others are done. A video with fewer frames than --frames is imported with
+    repeated frames and a warning naming it; a folder with no videos is an error.
     """
     from pathlib import Path
 
@@ -38,9 +42,11 @@ def import_videos(videos_dir: str, out: str, frames: int, workers: int, size: in
     with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("import", total=len(jobs))
         result = run_import(
-            videos_dir, out, frames=frames, workers=workers, size=size, jobs=jobs,
+            videos_dir, out, frames=frames, workers=workers, size=size, jobs=jobs, min_frames=min_frames,
             progress=lambda done, total: bar.update(task, completed=done),
         )
+    for source, why in result.warnings:
+        click.echo(f"warning: {source}: {why}", err=True)
     click.echo(f"{len(result.done)} imported, {len(result.skipped)} already done, {len(result.failed)} failed -> {Path(out) / 'rgb_l8'}")
     if result.failed:
         for source, why in result.failed:

@@ -48,6 +48,8 @@ def submit(config: str, overrides: tuple[str, ...], name: str | None, priority: 
     from mkdcore.jobs.dispatch import stage_done_on_disk
     from mkdcore.jobs.messages import make_sender
     from mkdcore.jobs.submit import build_job, git_sha, load_members, new_group_id, record_and_dispatch
+    from mkdcore.preflight import check_experiment
+    from mkdcore.stages.dag import plan
 
     members = load_members(config, list(overrides), list(sweeps), check_plugins=False)
     url = broker_url()
@@ -55,6 +57,9 @@ def submit(config: str, overrides: tuple[str, ...], name: str | None, priority: 
         ping_redis(url)  # before anything is recorded: one line saying what to do
     for m in members:
         validate_plugin_options(m.cfg, config)
+        # what would fail a stage on a worker hours from now fails here, also in --dry-run
+        pending = [n for n in plan(m.cfg) if not n.manifest_path.is_file()]
+        check_experiment(m.cfg, pending, where=f"{config}[{m.label}]" if m.label else config)
     code = git_sha()
     group = new_group_id() if len(members) > 1 else None
     jobs = [build_job(m, name=name, group=group, priority=priority, queue=queue, code=code, grace_s=grace,

@@ -18,7 +18,7 @@ from typing import Any
 
 from mkdcore.data import VideoKey
 from mkdcore.data.features import FeatureStore, npy_shape
-from mkdcore.data.layout import WHICH, DatasetLayout, list_dirs, list_frames
+from mkdcore.data.layout import WHICH, DatasetLayout, list_dirs, list_frames, match_key
 from mkdcore.data.splits import SplitIndex, parse_split_lines, resolve_split
 from mkdcore.errors import DataError
 
@@ -129,7 +129,9 @@ class Checker:
                     continue
                 rep.present = True
                 lines = parse_split_lines(path)
-                listed_classes[which] = {c.lower() for c, _ in lines}
+                if not lines:
+                    self.error(f"split file {path} lists no videos (expected '<class>/<video>' lines)")
+                listed_classes[which] = {match_key(c) for c, _ in lines}
                 index = resolve_split(self.layout, self.split, which, self.split_id)
                 self.check_split(rep, lines, index, pool)
         names = [w for w in WHICH if w in listed_classes]
@@ -141,14 +143,14 @@ class Checker:
         return self.report
 
     def check_split(self, rep: SplitReport, lines: list[tuple[str, str]], index: SplitIndex, pool: ThreadPoolExecutor) -> None:
-        rep.classes_listed = len({c.lower() for c, _ in lines})
-        rep.videos_listed = len({(c.lower(), v.lower()) for c, v in lines})
+        rep.classes_listed = len({match_key(c) for c, _ in lines})
+        rep.videos_listed = len({(match_key(c), match_key(v)) for c, v in lines})
         rep.classes, rep.videos = len(index.classes), index.num_videos
         rep.missing_videos = len(index.missing)
-        folders = {c.lower() for c in self.layout.classes("rgb")}
+        folders = {match_key(c) for c in self.layout.classes("rgb")}
         missing_by_class = Counter(m.split("/")[0] for m in index.missing)
         for cls, count in sorted(missing_by_class.items()):
-            if cls.lower() not in folders:
+            if match_key(cls) not in folders:
                 self.error(f"{rep.which}: class folder {cls} ({count} listed videos) not found under {self.layout.rgb_dir}")
             else:
                 for m in index.missing:

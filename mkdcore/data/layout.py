@@ -5,6 +5,13 @@ The seed's own documents spell the RGB folder three ways (``rgb_l8/``,
 Derived modalities sit beside the RGB folder as ``<name>_l8`` with the same
 ``<class>/<video>/<frame>`` names, because the original loaders find them by
 replacing the ``rgb_l8`` path component.
+
+Names in split files and folder names are matched by :func:`match_key`: case is
+ignored and a space equals an underscore, so a split line ``Apply Eye Makeup/v_x`` or
+``apply_eye_makeup/v_x`` finds the folder ``Apply Eye Makeup/v_x`` and a line with
+spaces finds a folder made by ``mkd data import`` (which writes underscores). The
+folder name on disk is what keys a video (:class:`~mkdcore.data.VideoKey`); two
+folders with the same match key (``A B`` and ``a_b``) are an error, never a guess.
 """
 
 from __future__ import annotations
@@ -43,6 +50,22 @@ def list_frames(video_dir: Path) -> list[Path]:
     except (FileNotFoundError, NotADirectoryError):
         return []
     return [video_dir / n for n in names]
+
+
+def match_key(name: str) -> str:
+    """How split-file names meet folder names: case-folded, spaces as underscores."""
+    return name.strip().casefold().replace(" ", "_")
+
+
+def folder_index(names: list[str], where: Path) -> dict[str, str]:
+    """``{match_key(name): name}`` of folder names; ``DataError`` when two share a key."""
+    index: dict[str, str] = {}
+    for name in names:
+        other = index.setdefault(match_key(name), name)
+        if other != name:
+            raise DataError(f"{where}: folders {other!r} and {name!r} differ only in case or space/underscore; "
+                            "split lines cannot tell them apart: rename one")
+    return index
 
 
 def list_dirs(path: Path) -> list[str]:

@@ -19,16 +19,37 @@ from mkdcore.errors import DataError
 JPEG_MAGIC = b"\xff\xd8"
 
 
-def _decode_one(path: Path) -> torch.Tensor:
+class FrameError(DataError):
+    """A frame file that cannot be read or decoded; ``reason`` without the path, for lists."""
+
+    def __init__(self, path: Path, reason: str, verb: str = "decode") -> None:
+        super().__init__(f"cannot {verb} frame {path}: {reason}")
+        self.path, self.reason = Path(path), reason
+
+
+def _torchvision_reason(exc: RuntimeError) -> str:
+    """torchvision prefixes its decoder messages with a C++ source location
+    (``decode_jpeg, /.../decode_jpeg.cpp:171, Image is incomplete or truncated``): keep the reason."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return first.rsplit(", ", 1)[-1] if ".cpp:" in first else first
+
+
+def decode_frame(path: Path) -> torch.Tensor:
+    """One frame as uint8 ``(3, H, W)``; ``DataError`` naming the file and why it cannot be read.
+
+    This is the decoder every stage reads frames with, so the data stage's up-front check
+    (:mod:`mkdcore.data.verify`) rejects exactly the frames that would fail later."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read frame {path}: {exc.strerror or exc}") from None
+        raise FrameError(path, exc.strerror or str(exc), "read") from None
+    if not data:
+        raise FrameError(path, "empty file")
     if data[:2] == JPEG_MAGIC:
         try:
             return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         except RuntimeError as exc:
-            raise DataError(f"cannot decode frame {path}: {str(exc).splitlines()[0]}") from None
+            raise FrameError(path, _torchvision_reason(exc)) from None
     import io
 
     from PIL import Image, UnidentifiedImageError
@@ -36,8 +57,10 @@ def _decode_one(path: Path) -> torch.Tensor:
     try:
         with Image.open(io.BytesIO(data)) as img:
             arr = np.asarray(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DataError(f"cannot decode frame {path}: {exc}") from None
+    except UnidentifiedImageError:
+        raise FrameError(path, "not a JPEG or PNG image") from None
+    except (OSError, SyntaxError) as exc:
+        raise FrameError(path, str(exc)) from None
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
 
 
@@ -45,7 +68,7 @@ def read_frames(paths: Sequence[Path]) -> torch.Tensor:
     """Decode frames to a uint8 tensor ``(T, 3, H, W)``; all frames must share one size."""
     if not paths:
         raise DataError("read_frames: no frame paths given")
-    frames = [_decode_one(p) for p in paths]
+    frames = [decode_frame(p) for p in paths]
     shape = frames[0].shape
     for p, f in zip(paths, frames):
         if f.shape != shape:

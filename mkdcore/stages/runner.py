@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterator
 
 from mkdcore.config import ExperimentConfig
 from mkdcore.errors import MkdError
+from mkdcore.preflight import check_experiment
 from mkdcore.names import stage_name
 from mkdcore.stages.base import StageContext, StageNode, write_manifest
 from mkdcore.stages.dag import plan, select
@@ -108,6 +109,7 @@ def run_experiment(
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
     forced = forced_closure(nodes, force or [])
+    check_experiment(cfg, [n for n in select(nodes, stages) if n.name in forced or not n.manifest_path.is_file()])
     ran: list[str] = []
     for node in select(nodes, stages):
         if node.is_done() and node.name not in forced:
