@@ -43,26 +43,40 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, every: 
 
 
 class RedisServer:
-    """A redis-server on a free loopback port; appendonly so a restart keeps data."""
+    """A redis-server on a free loopback port; appendonly so a restart keeps data.
 
-    def __init__(self, folder: Path, password: str | None = None) -> None:
-        self.folder, self.port, self.password = folder, free_port(), password
+    ``password``: started with ``--requirepass``. ``tls``: a folder with ``ca.crt``,
+    ``server.crt`` and ``server.key`` (:func:`make_tls_certs`): TLS only (no plain port),
+    and the URL is ``rediss://...?ssl_cert_reqs=required&ssl_ca_certs=<ca.crt>``.
+    """
+
+    def __init__(self, folder: Path, password: str | None = None, tls: Path | None = None) -> None:
+        self.folder, self.port, self.password, self.tls = folder, free_port(), password, tls
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_cert_reqs=required&ssl_ca_certs={self.tls / 'ca.crt'}"
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "RedisServer":
-        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes",
-                "--dir", str(self.folder)]
+        argv = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes", "--dir", str(self.folder)]
+        if self.tls:
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(self.tls / "server.crt"),
+                     "--tls-key-file", str(self.tls / "server.key"), "--tls-ca-cert-file", str(self.tls / "ca.crt"),
+                     "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
         if self.password:
             argv += ["--requirepass", self.password]
         self.proc = subprocess.Popen(argv, stdout=open(self.folder / "redis.log", "ab"), stderr=subprocess.STDOUT)
         import redis
 
         def pong():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"redis-server exited: {(self.folder / 'redis.log').read_text()[-500:]}")
             try:
                 return redis.Redis.from_url(self.url, socket_timeout=0.5).ping()
             except redis.RedisError:
@@ -79,6 +93,28 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def make_tls_certs(folder: Path) -> Path | None:
+    """A test CA and a server certificate for 127.0.0.1 (openssl CLI), or None if this
+    redis-server was built without TLS or openssl is missing."""
+    if shutil.which("openssl") is None:
+        return None
+    probe = subprocess.run(["redis-server", "--port", "0", "--tls-port", "1", "--tls-cert-file", "/nonexistent"],
+                           capture_output=True, text=True, timeout=10)
+    if "tls-key-file" not in probe.stdout + probe.stderr:  # a TLS build complains about the key
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (folder / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for argv in (
+        ["openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=mkd-test-ca"],
+        ["openssl", "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1"],
+        ["openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+         "-out", "server.crt", "-days", "2", "-extfile", "san.ext"],
+    ):
+        subprocess.run(argv, cwd=folder, check=True, capture_output=True, timeout=30)
+    return folder
 
 
 def _require_redis() -> None:
@@ -114,6 +150,8 @@ class Queue:
         self.server, self.root = server, root
         self.runs = root / "runs"
         self.runs.mkdir()
+        self.data = root / "data"  # an empty dataset: the fake stages read no frames
+        (self.data / "rgb_l8").mkdir(parents=True)
         self.env = dict(os.environ, MKD_BROKER_URL=server.url, MKD_RUNS_DIR=str(self.runs), PYTHONPATH=str(REPO),
                         MKD_STAGE_MODULE="tests.queue_fake_stage", MKD_HEARTBEAT_EVERY="0.5", MKD_STALE_AFTER="3",
                         MKD_FAKE_STEP_S="0.01", HF_HUB_OFFLINE="1")
@@ -125,6 +163,7 @@ class Queue:
         for key, value in sections.items():
             data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
         data["runtime"] = {"runs_dir": str(self.runs)}
+        data["data"] = {**data.get("data", {}), "root": str(self.data)}
         path = self.root / f"{name}.yaml"
         path.write_text(yaml.safe_dump(data))
         return path

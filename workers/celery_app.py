@@ -10,6 +10,9 @@
   Redis never re-delivers a running stage; a late re-delivery is dropped by the stage's
   lease token (:mod:`workers.tasks`).
 - Results are not the record of a job (unknown ids would read PENDING): the job store is.
+- The transport is :mod:`workers.transport` (kombu's Redis transport that drops junk
+  instead of stopping the worker); ``rediss://`` URLs get their TLS options from the URL
+  (:func:`mkdcore.jobs.broker.tls_options`) for the broker and the result backend alike.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import os
 
 from celery import Celery
 
-from mkdcore.jobs.broker import broker_url
+from mkdcore.jobs.broker import broker_url, tls_options
 
 #: Longer than any training job; Redis re-delivers an unacked message only after this.
 VISIBILITY_TIMEOUT_S = 30 * 24 * 3600
 #: The queue every worker consumes (``mkd worker --queue`` / ``mkd submit --queue``).
 DEFAULT_QUEUE = "mkd"
+#: kombu transport class for ``redis://`` and ``rediss://`` (TLS comes from ``broker_use_ssl``).
+TRANSPORT = "workers.transport:Transport"
 #: Redis priority sub-queues (kombu: 0 is served first).
 PRIORITY_STEPS = list(range(10))
 
@@ -45,7 +50,11 @@ def make_app(url: str | None = None) -> Celery:
     """A configured app; ``url`` defaults to ``MKD_BROKER_URL`` or loopback Redis."""
     url = url or broker_url()
     app = Celery("mkd", broker=url, backend=url, include=["workers.tasks", "workers.heartbeat"])
+    tls = tls_options(url)
     app.conf.update(
+        broker_transport=TRANSPORT,
+        broker_use_ssl=tls,
+        redis_backend_use_ssl=tls,
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

@@ -6,6 +6,12 @@ process runs, time). The same thread is the watchdog: it re-queues running stage
 worker has been silent for ``MKD_STALE_AFTER`` seconds (capped attempts, see
 :func:`mkdcore.jobs.dispatch.recover_stale`). Every worker runs it; the store lock makes
 concurrent watchdogs harmless. Celery's own ``ping``/``inspect`` are not needed.
+
+At start-up a worker looks for the task file (``<node>.task.json``) of a predecessor with
+the same node name that died mid-stage (``kill -9``, OOM; ``mkd worker`` then restarts it):
+the file names the dead process (pid + start time), so the stage it ran is re-queued at
+once (an attempt is counted, as for a lost worker) instead of staying ``running`` forever.
+A task file is only reported in the heartbeat by the worker that wrote it.
 """
 
 from __future__ import annotations
@@ -21,7 +27,9 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.log import get_logger
 
-from mkdcore.jobs.dispatch import dispatch, recover_stale
+from mkdcore import procinfo
+from mkdcore.errors import MkdError
+from mkdcore.jobs.dispatch import dispatch, recover_stale, requeue_lost
 from mkdcore.jobs.heartbeats import HEARTBEAT_EVERY_S, STALE_AFTER_S, read_heartbeats, workers_dir
 from mkdcore.jobs.messages import make_sender
 from mkdcore.jobs.store import JobStore, atomic_write, default_runs_dir, read_json
@@ -36,10 +44,17 @@ def worker_gpu() -> int | None:
     return int(value) if value.strip().isdigit() else None
 
 
+def task_path(node: str, runs_dir: Path) -> Path:
+    """The file in which the task process of worker ``node`` names the stage it runs."""
+    return workers_dir(runs_dir) / f"{node}.task.json"
+
+
 def beat_payload(node: str, runs_dir: Path, stopped: bool = False) -> dict[str, Any]:
     import psutil
 
-    task = read_json(workers_dir(runs_dir) / f"{node}.task.json")
+    task = read_json(task_path(node, runs_dir))
+    if task is not None and task.get("worker_pid") != os.getpid():
+        task = None  # a dead predecessor's (same node name): not what this worker runs
     rss = 0
     try:
         me = psutil.Process()
@@ -84,6 +99,38 @@ def watchdog_tick(runs_dir: Path, app: Any, stale_after: float = STALE_AFTER_S) 
     return changes
 
 
+def recover_predecessor(node: str, runs_dir: Path, app: Any) -> str | None:
+    """Re-queue the stage a dead worker of the same node name left ``running``.
+
+    Called once at start-up, before this worker runs anything, so any task file of
+    ``node`` is a predecessor's. If that process still lives (same pid *and* start time:
+    a second worker started under this name), it is left alone. Returns what was done.
+    """
+    path = task_path(node, runs_dir)
+    task = read_json(path)
+    if task is None:
+        return None
+    owner = {"pid": task.get("worker_pid"), "start": task.get("worker_start")}
+    if owner["pid"] != os.getpid() and procinfo.same_process(owner):
+        log.warning("task file %s belongs to live process %s (another worker named %s?); left alone", path, owner["pid"], node)
+        return None
+    what = "nothing to do (the stage is no longer running there)"
+    try:
+        store = JobStore(task["runs_dir"])
+        with store.transaction() as tx:
+            job = tx.get(task["job"])
+            stage = job.stage(task["stage"])
+            if stage.state == "running" and stage.token == task["token"] and stage.worker == node:
+                why = f"worker {node} died (pid {owner['pid']}) and was restarted"
+                what = f"{job.id}/{stage.name} {requeue_lost(job, stage, why, time.time())} ({why})"
+            dispatch(tx, make_sender(app), raise_errors=False)
+    except (KeyError, TypeError, MkdError) as exc:  # a damaged task file, or the job was deleted
+        what = f"ignored unusable task file ({type(exc).__name__}: {exc})"
+    path.unlink(missing_ok=True)
+    log.warning("start-up: predecessor's task: %s", what)
+    return what
+
+
 class Heartbeat(threading.Thread):
     """The heartbeat + watchdog thread of one worker."""
 
@@ -109,6 +156,10 @@ _thread: Heartbeat | None = None
 def _start(sender=None, **_: Any) -> None:
     global _thread
     node = os.environ.get("MKD_NODE") or getattr(sender, "hostname", None) or socket.gethostname()
+    try:
+        recover_predecessor(node, default_runs_dir(), sender.app)
+    except Exception as exc:  # a full disk or broken record must not stop the worker; the watchdog retries
+        log.error("start-up recovery: %s: %s", type(exc).__name__, exc)
     _thread = Heartbeat(node, default_runs_dir(), sender.app)
     _thread.start()
     log.info("heartbeat every %.1f s to %s (stale after %.0f s)", HEARTBEAT_EVERY_S, workers_dir(default_runs_dir()), STALE_AFTER_S)

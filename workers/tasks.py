@@ -30,10 +30,11 @@ from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
 from mkdcore import names
+from mkdcore import procinfo
 from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender
-from mkdcore.jobs.store import JobNotFound, JobStore, atomic_write, default_runs_dir
+from mkdcore.jobs.store import JobNotFound, JobStore, atomic_write, default_runs_dir, read_json
 from mkdcore.parallel import terminate_group
 from workers.celery_app import app
 from workers.runner import EXIT_TERMINATED, spawn_stage
@@ -129,7 +130,11 @@ class StageRun:
             return {"outcome": "dropped", "reason": why}
         stage = self.job.stage(m.stage)
         log.info("running %s/%s (attempt %d) on %s", m.job_id, m.stage, stage.attempts, self.node)
-        self._announce({"job": m.job_id, "stage": m.stage, "token": m.token, "runs_dir": m.runs_dir, "since": time.time()})
+        # The Celery worker (our parent) is named in the file: a worker restarted under the
+        # same node name recognises a dead predecessor's task (workers.heartbeat).
+        worker = os.getppid()
+        self._announce({"job": m.job_id, "stage": m.stage, "token": m.token, "runs_dir": m.runs_dir, "since": time.time(),
+                        "worker_pid": worker, "worker_start": procinfo.start_time(worker)})
         try:
             with self._stage_lock(stage) as got:
                 if not got:
@@ -227,7 +232,8 @@ class StageRun:
         path = task_file(self.node)
         try:
             if task is None:
-                path.unlink(missing_ok=True)
+                if (read_json(path) or {}).get("token") == self.msg.token:  # not a successor's
+                    path.unlink(missing_ok=True)
             else:
                 atomic_write(path, json.dumps(task))
         except OSError:

@@ -49,11 +49,11 @@ def _timm():
 
 
 def _redis():
-    from mkdcore.jobs.broker import broker_url, ping_redis
+    from mkdcore.jobs.broker import broker_url, ping_redis, redact
 
     url = broker_url()
     ping_redis(url, timeout=1.0)
-    return True, f"reachable at {url}"
+    return True, f"reachable at {redact(url)}"
 
 
 def _plugins():

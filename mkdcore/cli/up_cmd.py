@@ -29,8 +29,13 @@ def up(gpus: str | None, cpu: bool, port: int, bind: str, runs_dir: str | None) 
 @click.command()
 @click.option("--grace", default=30.0, show_default=True, type=float, help="Seconds for a running stage to checkpoint.")
 def down(grace: float) -> None:
-    """Stop what `mkd up` started (process groups: worker first, then Redis)."""
+    """Stop what `mkd up` started (process groups: worker first, then Redis).
+
+    A recorded PID is signalled only if its start time and command line still match what
+    `mkd up` recorded: a reused PID belongs to someone else and is left alone."""
     from mkdcore.jobs.local import down as stop
 
-    stopped = stop(grace)
+    stopped, warnings = stop(grace)
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     click.echo("stopped " + ", ".join(stopped) if stopped else "nothing was running")

@@ -7,8 +7,11 @@ process, not the trainer's process group, and is lost for a busy or restarted wo
   and a worker that still receives one drops it because the stage is no longer queued);
 - a running stage's worker sees ``cancel_requested`` within half a second, SIGTERMs the
   stage's process group, waits ``cancel_grace_s`` for a checkpoint, then SIGKILLs it;
-- a running stage whose worker is silent is marked cancelled at once (and its process
-  group is ended here if it runs on this host).
+- a running stage nobody runs any more (its worker is silent, or alive but running
+  something else: killed and restarted under the same name) is marked cancelled at once
+  (and its process group is ended here if it runs on this host).
+
+Retry treats such a lost stage like a failed one: it is put back and resumes.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from typing import Any
 
 from mkdcore.errors import MkdError
-from mkdcore.jobs.heartbeats import STALE_AFTER_S, is_stale, read_heartbeats
+from mkdcore.jobs.heartbeats import lost_reason, read_heartbeats
 from mkdcore.jobs.model import JobRecord
 from mkdcore.jobs.store import JobStore
 
@@ -47,10 +50,10 @@ def cancel(store: JobStore, job_id: str, grace_s: float | None = None, revoke=No
                 if s.state == "queued" and s.token:
                     revoked.append(s.token)
                 s.state, s.finished_at, s.message = "cancelled", now, "cancelled before it started"
-            elif s.state == "running" and is_stale(beats.get(s.worker or ""), STALE_AFTER_S):
+            elif s.state == "running" and (why := lost_reason(s, beats.get(s.worker or ""), now=now)):
                 if s.host == socket.gethostname() and s.pid:
                     orphans.append(s.pid)
-                s.state, s.finished_at, s.message = "cancelled", now, f"cancelled (worker {s.worker} silent)"
+                s.state, s.finished_at, s.message = "cancelled", now, f"cancelled ({why})"
         job.finished_at = now if job.state == "cancelled" else None
     for pgid in orphans:
         terminate_group(pgid, job.cancel_grace_s)
@@ -80,18 +83,20 @@ def retry(store: JobStore, job_id: str, send) -> tuple[JobRecord, list[str]]:
     old message, should it ever arrive, no longer matches the token and is dropped."""
     from mkdcore.jobs.dispatch import dispatch
 
+    beats = read_heartbeats(store.runs_dir)
     with store.transaction() as tx:
         job = tx.get(store.resolve(job_id))
-        if any(s.state == "running" for s in job.stages):
+        lost = {s.name for s in job.stages if s.state == "running" and lost_reason(s, beats.get(s.worker or ""))}
+        if any(s.state == "running" and s.name not in lost for s in job.stages):
             raise NothingToDo(f"job {job.id} is running; cancel it first (`mkd cancel {job.id}`)")
-        again = [s.name for s in job.stages if s.state in ("failed", "cancelled", "queued")]
+        again = [s.name for s in job.stages if s.state in ("failed", "cancelled", "queued") or s.name in lost]
         if not again:
             raise NothingToDo(f"job {job.id} is {job.state}; nothing failed, cancelled or queued to retry")
         job.cancel_requested = False
         job.finished_at = None
         for s in job.stages:
             if s.name in again:
-                s.state, s.token, s.attempts, s.exit_code = "pending", None, 0, None
+                s.state, s.token, s.attempts, s.exit_code, s.pid = "pending", None, 0, None, None
                 s.message, s.finished_at = "retried", None
         dispatch(tx, send)
     return store.load(job.id), again

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mkdcore.jobs.heartbeats import STALE_AFTER_S, HEARTBEAT_EVERY_S, is_stale
+from mkdcore.jobs.heartbeats import STALE_AFTER_S, HEARTBEAT_EVERY_S, lost_reason
 from mkdcore.jobs.model import JobRecord, StageRecord, new_token
 from mkdcore.jobs.store import Transaction
 
@@ -122,27 +122,23 @@ def recover_stale(
         for stage in job.stages:
             if stage.state != "running":
                 continue
-            beat = heartbeats.get(stage.worker or "")
-            lost_worker = is_stale(beat, stale_after)
-            lost_task = (
-                not lost_worker
-                and beat is not None
-                and float(beat["time"]) > (stage.started_at or now) + 3 * beat_every
-                and (beat.get("task") or {}).get("token") != stage.token
-            )
-            if not (lost_worker or lost_task):
-                continue
-            why = (f"worker {stage.worker} silent for > {stale_after:.0f} s" if lost_worker
-                   else f"worker {stage.worker} is no longer running it")
-            if job.cancel_requested:
-                stage.state, stage.message, stage.finished_at = "cancelled", f"cancelled ({why})", now
-                changes.append((job.id, stage.name, "cancelled"))
-            elif stage.attempts >= job.max_attempts:
-                stage.state, stage.finished_at = "failed", now
-                stage.message = f"{why}; gave up after {stage.attempts} attempts (mkd retry {job.id} to try again)"
-                changes.append((job.id, stage.name, "failed"))
-            else:
-                stage.state, stage.token = "pending", None
-                stage.message = f"{why}; re-queued (attempt {stage.attempts + 1} of {job.max_attempts}), resumes from its checkpoint"
-                changes.append((job.id, stage.name, "requeued"))
+            why = lost_reason(stage, heartbeats.get(stage.worker or ""), stale_after, beat_every, now)
+            if why is not None:
+                changes.append((job.id, stage.name, requeue_lost(job, stage, why, now)))
     return changes
+
+
+def requeue_lost(job: JobRecord, stage: StageRecord, why: str, now: float) -> str:
+    """Take a running stage nobody runs any more back: ``cancelled`` if the job is being
+    cancelled, ``failed`` once it has used ``max_attempts`` starts, else ``pending`` (the
+    next dispatch queues it; it resumes from its checkpoint). Returns the new state's verb."""
+    if job.cancel_requested:
+        stage.state, stage.message, stage.finished_at = "cancelled", f"cancelled ({why})", now
+        return "cancelled"
+    if stage.attempts >= job.max_attempts:
+        stage.state, stage.finished_at = "failed", now
+        stage.message = f"{why}; gave up after {stage.attempts} attempts (mkd retry {job.id} to try again)"
+        return "failed"
+    stage.state, stage.token, stage.pid = "pending", None, None
+    stage.message = f"{why}; re-queued (attempt {stage.attempts + 1} of {job.max_attempts}), resumes from its checkpoint"
+    return "requeued"

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mkdcore.jobs.model import StageRecord
 from mkdcore.jobs.store import read_json
 
 #: Seconds between two heartbeats of a worker.
@@ -44,3 +45,21 @@ def read_heartbeats(runs_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 def is_stale(beat: dict[str, Any] | None, stale_after: float = STALE_AFTER_S) -> bool:
     return beat is None or beat.get("age_s", float("inf")) > stale_after or bool(beat.get("stopped"))
+
+
+def lost_reason(stage: StageRecord, beat: dict[str, Any] | None, stale_after: float = STALE_AFTER_S,
+                beat_every: float = HEARTBEAT_EVERY_S, now: float | None = None) -> str | None:
+    """Why a ``running`` stage has nobody running it, or None while its worker does.
+
+    Lost: its worker is silent (or stopped), or the worker is alive but has reported for a
+    few beats that it runs something else (its task process died, or it was restarted
+    under the same name). The watchdog re-queues such a stage; cancel and retry treat it
+    as not running.
+    """
+    if is_stale(beat, stale_after):
+        return f"worker {stage.worker} silent for > {stale_after:.0f} s"
+    now = time.time() if now is None else now
+    assert beat is not None
+    if float(beat["time"]) > (stage.started_at or now) + 3 * beat_every and (beat.get("task") or {}).get("token") != stage.token:
+        return f"worker {stage.worker} is no longer running it"
+    return None
