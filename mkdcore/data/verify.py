@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from mkdcore.data.layout import list_frames
@@ -71,24 +72,31 @@ def verify_videos(
     dirs = [str(d) for d in video_dirs]
     total = len(dirs)
     workers = max(1, min(workers, os.cpu_count() or 1))
-    if workers == 1 or total < POOL_MIN_VIDEOS:
-        out = []
-        for i, d in enumerate(dirs):
-            why = video_problem(Path(d), min_frames)
-            if why:
-                out.append((Path(d), why))
-            if progress and (i % 64 == 63 or i == total - 1):
-                progress(i + 1, total)
-        return out
+    if workers > 1 and total >= POOL_MIN_VIDEOS:
+        try:
+            return _verify_in_pool(dirs, min_frames, workers, progress)
+        except BrokenProcessPool:  # a worker died (out of memory?): the check itself must not fail
+            pass
+    out = []
+    for i, d in enumerate(dirs):
+        why = video_problem(Path(d), min_frames)
+        if why:
+            out.append((Path(d), why))
+        if progress and (i % 64 == 63 or i == total - 1):
+            progress(i + 1, total)
+    return out
+
+
+def _verify_in_pool(dirs: list[str], min_frames: int, workers: int,
+                    progress: Callable[[int, int], None] | None) -> list[tuple[Path, str]]:
+    total = len(dirs)
     size = max(16, total // (workers * 8))
     starts = list(range(0, total, size))
     found: list[tuple[Path, str]] = []
-    done = 0
     ctx = worker_context(["torch", "torchvision", "mkdcore.data.video"])
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         for start, bad in zip(starts, pool.map(_check_chunk, [(dirs[s : s + size], min_frames) for s in starts])):
             found += [(Path(dirs[start + i]), why) for i, why in bad]
-            done = min(total, start + size)
             if progress:
-                progress(done, total)
+                progress(min(total, start + size), total)
     return found
