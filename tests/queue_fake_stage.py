@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import yaml
@@ -27,7 +28,12 @@ def main(argv: list[str]) -> int:
 
     assert argv[0] == "run" and argv[2] == "--stages", argv
     cfg = config_from_dict(yaml.safe_load(Path(argv[1]).read_text()), check_plugins=False)
-    node = next(n for n in plan(cfg) if n.name == argv[3])
+    from mkdcore.stages import provenance
+    from mkdcore.stages.base import StageContext, write_manifest
+
+    started = time.time()
+    nodes = {n.name: n for n in plan(cfg)}
+    node = nodes[argv[3]]
     training = {"teacher": cfg.teacher.training, "fuse": cfg.fusion.training, "student": cfg.training}.get(node.kind)
     total = training.tasks if training else 1
     every = training.checkpoint_every if training else 1
@@ -64,8 +70,9 @@ def main(argv: list[str]) -> int:
                 fh.write(json.dumps({"time": time.time(), "stage": node.name, "step": step, "total": total,
                                      "loss": 1.0 / step, "val_acc": 0.5 if step % every == 0 else None,
                                      "eta_s": (total - step) * step_s, "event": "step"}) + "\n")
-    node.stage_dir.mkdir(parents=True, exist_ok=True)
-    (node.stage_dir / "manifest.json").write_text(json.dumps({"stage": node.name, "key": node.key}))
+    # the real manifest (provenance included), minus plugin versions: no plugin is built here
+    write_manifest(StageContext(cfg=cfg, node=replace(node, components=[]), nodes=nodes, device="cpu"), {},
+                   started, provenance.inputs_record(node.input_dirs(nodes)))
     with open(runs_log, "a") as fh:
         fh.write(f"{node.name} {node.key} done pid={os.getpid()} t={time.time():.3f}\n")
     return 0

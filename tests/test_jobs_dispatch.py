@@ -24,6 +24,20 @@ def _job(tmp: Path, job_id: str, key_prefix: str = "k", max_attempts: int = 3) -
                      max_attempts=max_attempts, stages=stages)
 
 
+def write_finished(stage_dir: Path, inputs: dict[str, Path] | None = None) -> str:
+    """A finished stage's manifest, with provenance, as the runner writes it."""
+    import json
+
+    from mkdcore.stages import provenance
+
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    mid = provenance.new_id()
+    (stage_dir / "manifest.json").write_text(json.dumps({
+        "format": provenance.FORMAT, "id": mid, "inputs": provenance.inputs_record(inputs or {}),
+        "code": provenance.code_versions({}), "probe": None}))
+    return mid
+
+
 class Sent(list):
     def __call__(self, job, stage):
         self.append((job.id, stage.name, stage.token))
@@ -48,7 +62,7 @@ def test_dag_order_parallel_branches_and_shared_stage_once(tmp_path):
     j2 = store.load("j2")
     assert j2.stage("a").state == "waiting" and j2.stage("a").waiting_for == "j1/a"
     (tmp_path / "stages/teacher/shared").mkdir(parents=True)
-    (tmp_path / "stages/teacher/shared/manifest.json").write_text("{}")
+    write_finished(tmp_path / "stages/teacher/shared")
     sent = _finish(store, "j1", "a")
     assert sorted((j, s) for j, s, _ in sent) == [("j1", "b"), ("j1", "c"), ("j2", "b"), ("j2", "c")]  # parallel branches
     assert store.load("j2").stage("a").cached and store.load("j2").stage("a").state == "succeeded"
@@ -159,3 +173,20 @@ def test_retry_resends_a_stranded_queued_stage_with_a_new_token(tmp_path):
     assert names == ["a"] and [(j, s) for j, s, _ in again] == [("j1", "a")]
     assert again[0][2] != first[0][2]  # the old message's token no longer matches: dropped if it arrives
     assert store.load("j1").stage("a").token == again[0][2]
+
+
+def test_a_finished_stage_whose_upstream_was_redone_is_not_cached(tmp_path):
+    """The dispatcher reuses a stage only under the same provenance rule as `mkd run`."""
+    store = JobStore(tmp_path)
+    a_dir = tmp_path / "stages/teacher/shared"
+    write_finished(a_dir)
+    write_finished(tmp_path / "stages/fuse/kb", {"a": a_dir})
+    write_finished(tmp_path / "stages/student/kc", {"a": a_dir})
+    write_finished(a_dir)  # the teacher was redone after b and c read it: a new result id
+    with store.transaction() as tx:
+        tx.add(_job(tmp_path, "j1"))
+        dispatch(tx, Sent())
+    job = store.load("j1")
+    assert job.stage("a").cached and job.stage("a").state == "succeeded"
+    assert job.stage("b").state == "queued" and not job.stage("b").cached
+    assert job.stage("c").state == "queued" and not job.stage("c").cached

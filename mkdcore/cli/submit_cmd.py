@@ -58,7 +58,9 @@ def submit(config: str, overrides: tuple[str, ...], name: str | None, priority: 
     for m in members:
         validate_plugin_options(m.cfg, config)
         # what would fail a stage on a worker hours from now fails here, also in --dry-run
-        pending = [n for n in plan(m.cfg) if not n.manifest_path.is_file()]
+        nodes = plan(m.cfg)
+        by_name, memo = {n.name: n for n in nodes}, {}
+        pending = [n for n in nodes if not n.freshness(by_name, memo)]
         check_experiment(m.cfg, pending, where=f"{config}[{m.label}]" if m.label else config)
     code = git_sha()
     group = new_group_id() if len(members) > 1 else None
@@ -68,7 +70,7 @@ def submit(config: str, overrides: tuple[str, ...], name: str | None, priority: 
         for job, _ in jobs:
             click.echo(f"{job.name}  (config hash {job.config_hash}, runs {job.runs_dir})")
             for s in job.stages:
-                done = " [done]" if stage_done_on_disk(s) else ""
+                done = " [done]" if stage_done_on_disk(job, s) else ""
                 click.echo(f"  {s.name:20s} key {s.key}  after {', '.join(s.deps) or '-'}{done}")
         click.echo(_profile(config, overrides))
         return

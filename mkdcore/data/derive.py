@@ -11,6 +11,16 @@ Guarantees:
   never leaves a half-written video that looks done; a later run deletes the
   leftover ``.tmp-*`` folders of dead processes. Hidden (dot) folders are ignored by
   :mod:`mkdcore.data.layout`.
+* **Tied to its options.** ``<name>_l8/.mkd-derived.json`` (the *stamp*) records the
+  modality, its validated options and the plugin package version that made the folder,
+  as a digest, plus a run id. A run whose digest differs (other options, a new plugin
+  version) or that is forced never reuses a single old image: a folder mkd stamped is
+  deleted and derived again; a folder of unknown origin (no stamp) is moved aside to
+  ``<name>_l8.unstamped-<time>`` first (it may be the user's own data). ``existing``
+  backends (ground truth already on disk) accept an unstamped folder and refuse one that
+  mkd derived with a method. The stamp is rewritten, ``complete: true``, only when every
+  video succeeded; the provenance check (:mod:`mkdcore.stages.provenance`) reads it to
+  notice that another experiment re-derived the folder with other options.
 * **Failures do not stop the run.** A video that cannot be read or derived is recorded
   in :class:`DeriveSummary` ``.failures``; the CLI lists them and exits non-zero.
   Errors that concern every video (a missing checkpoint, a missing library) are raised
@@ -31,7 +41,9 @@ import re
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +60,8 @@ from mkdcore.parallel import pid_alive, worker_context
 #: folder holding, per sampled RGB frame, the original video's next frame (same names)
 NEXT_FRAMES_MODALITY = "rgb_next"
 TMP_PREFIX = ".tmp-"
+#: the stamp file in a derived folder (hidden, so layout listing ignores it)
+STAMP = ".mkd-derived.json"
 _TMP_PID = re.compile(r"-(\d+)$")
 
 
@@ -65,6 +79,10 @@ class DeriveSummary:
     frames: int = 0
     seconds: float = 0.0
     failures: list[tuple[str, str]] = field(default_factory=list)
+    #: what happened to old output (removed because options changed or forced, moved aside)
+    replaced: str | None = None
+    #: run id written into the folder's stamp (None when the run did not complete)
+    run: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -88,7 +106,72 @@ class DeriveSummary:
             "seconds": round(self.seconds, 3),
             "frames_per_s": round(self.frames_per_s, 1),
             "failures": [list(f) for f in self.failures],
+            "replaced": self.replaced,
+            "run": self.run,
         }
+
+
+# ----------------------------------------------------------------------- stamps
+def options_record(modality_name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """What the stamp ties a folder to: modality, validated options (defaults filled in),
+    and the plugin package and version that produce the images."""
+    from mkdcore import api
+
+    spec = api.get("modality", modality_name)
+    opts = dict(options or {})
+    if spec.options is not None:
+        opts = spec.options.model_validate(opts).model_dump(mode="json")
+    record = {"modality": modality_name, "options": opts, "package": spec.package, "version": spec.version}
+    from mkdcore.config import stable_hash
+
+    return {**record, "digest": stable_hash(record, 16)}
+
+
+def read_stamp(out_dir: Path) -> dict[str, Any] | None:
+    """The stamp of a derived folder, or None (no stamp, or unreadable: unknown origin)."""
+    import json
+
+    try:
+        data = json.loads((Path(out_dir) / STAMP).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_stamp(out_dir: Path, record: dict[str, Any], run: str, complete: bool) -> None:
+    from mkdcore.fileio import atomic_write_json
+
+    atomic_write_json(out_dir / STAMP, {**record, "run": run, "complete": complete,
+                                        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}, "derive stamp")
+
+
+def _has_videos(out_dir: Path) -> bool:
+    return out_dir.is_dir() and any(not e.name.startswith(".") for e in os.scandir(out_dir))
+
+
+def prepare_folder(out_dir: Path, record: dict[str, Any], force: bool, existing_only: bool) -> str | None:
+    """Make ``out_dir`` safe to (re)use for ``record``; returns a note of what was done
+    to old output (None when nothing). See the module docstring for the rules."""
+    stamp = read_stamp(out_dir)
+    if existing_only:
+        if stamp is not None and stamp.get("options", {}).get("backend") != "existing" and stamp["digest"] != record["digest"]:
+            raise DataError(f"{out_dir} holds {record['modality']} frames derived by mkd "
+                            f"({stamp.get('modality')} {stamp.get('options')}), not existing ground truth; "
+                            "restore or re-render the originals, or configure the method that made them")
+        return None
+    if stamp is not None and stamp.get("digest") == record["digest"] and not force:
+        return None  # same options: finished videos are kept, unfinished ones derived
+    if not _has_videos(out_dir):
+        return None
+    if stamp is None:
+        aside = out_dir.with_name(f"{out_dir.name}.unstamped-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(out_dir, aside)
+        return f"{out_dir} had no stamp (unknown options): moved aside to {aside}"
+    trash = out_dir.with_name(f".{out_dir.name}.replaced-{os.getpid()}")
+    os.replace(out_dir, trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    why = "forced" if force and stamp.get("digest") == record["digest"] else f"options changed (was {stamp.get('options')})"
+    return f"{out_dir}: removed frames made earlier ({why})"
 
 
 # ----------------------------------------------------------------------- walking
@@ -274,12 +357,14 @@ def derive_dataset(
     workers: int = 1,
     progress: bool = True,
     batch_videos: int = 8,
+    force: bool = False,
 ) -> DeriveSummary:
     """Derive ``modality_name`` for every video under ``root`` (see the module docstring).
 
     ``options`` are the modality plugin's options (validated by its own model);
     ``workers`` > 1 uses a process pool for CPU modalities; ``device`` is where neural
-    modalities run. Returns a :class:`DeriveSummary`; never raises for a single bad video.
+    modalities run; ``force`` derives every video again. Returns a :class:`DeriveSummary`;
+    never raises for a single bad video.
     """
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
@@ -289,11 +374,50 @@ def derive_dataset(
     videos = list_videos(layout)
     if not videos:
         raise DataError(f"{layout.rgb_dir}: no <class>/<video> folders")
-    existing_only = bool(getattr(modality, "existing_only", False))
+    existing_only = modality.existing_only
     out_dir = layout.modality_dir(modality_name)
     summary = DeriveSummary(modality=modality_name, root=layout.root, out_dir=out_dir, videos=len(videos))
     start = time.perf_counter()
+    record = options_record(modality_name, options)
+    if not existing_only:
+        # load models / check libraries first: a missing checkpoint stops the run at once
+        # (one line), before anything on disk is touched
+        modality.setup(device if modality.uses_device else "cpu")
+    with _folder_lock(out_dir):
+        summary.replaced = prepare_folder(out_dir, record, force, existing_only)
+        run = uuid.uuid4().hex
+        if not existing_only or out_dir.is_dir():
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_stamp(out_dir, record, run, complete=False)
+        _derive_videos(modality, modality_name, options, layout, out_dir, videos, summary, existing_only, device,
+                       workers, progress, batch_videos)
+        if not summary.failures and out_dir.is_dir():
+            write_stamp(out_dir, record, run, complete=True)
+            summary.run = run
+    summary.seconds = time.perf_counter() - start
+    summary.failures.sort()
+    return summary
 
+
+@contextmanager
+def _folder_lock(out_dir: Path) -> Iterator[None]:
+    """One derive of a modality folder at a time (two experiments sharing a dataset
+    root with other options would otherwise interleave their images)."""
+    import fcntl
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir.parent / f".{out_dir.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _derive_videos(modality: Modality, modality_name: str, options: dict[str, Any] | None, layout: DatasetLayout,
+                   out_dir: Path, videos: list[VideoKey], summary: DeriveSummary, existing_only: bool, device: str,
+                   workers: int, progress: bool, batch_videos: int) -> None:
+    """Derive (or verify) every video not finished yet into ``out_dir``."""
     todo: list[tuple[VideoKey, list[str]]] = []
     for key in videos:
         names = [p.name for p in layout.frame_paths("rgb", key)]
@@ -304,10 +428,6 @@ def derive_dataset(
         else:
             summary.skipped += 1
     if not existing_only and todo:
-        # load models / check libraries first: a missing checkpoint stops the run at once
-        # (one line), before anything is created on disk
-        modality.setup(device if modality.uses_device else "cpu")
-        out_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_tmp(out_dir)
 
     with _Progress(progress, modality_name, len(videos), summary.skipped) as bar:
@@ -318,9 +438,6 @@ def derive_dataset(
             _run_inprocess(modality, layout, out_dir, todo, summary, bar, batch_videos if modality.uses_device else 1)
         else:
             _run_pool(modality, modality_name, options or {}, layout, out_dir, todo, summary, bar, workers)
-    summary.seconds = time.perf_counter() - start
-    summary.failures.sort()
-    return summary
 
 
 def _try(fn: Any, *args: Any) -> tuple[int, str | None]:

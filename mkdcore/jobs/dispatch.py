@@ -25,9 +25,13 @@ from mkdcore.jobs.store import Transaction
 Sender = Callable[[JobRecord, StageRecord], None]
 
 
-def stage_done_on_disk(stage: StageRecord) -> bool:
-    """The stage's manifest (written last by the stage) exists."""
-    return (Path(stage.stage_dir) / "manifest.json").is_file()
+def stage_done_on_disk(job: JobRecord, stage: StageRecord) -> bool:
+    """The stage's finished output may be reused: the same provenance rule as ``mkd
+    run`` (:mod:`mkdcore.stages.provenance`), decided from manifests alone."""
+    from mkdcore.stages import provenance
+
+    expected = {d: Path(job.stage(d).stage_dir) for d in stage.deps}
+    return provenance.check(Path(stage.stage_dir), expected).fresh
 
 
 def _active_owners(jobs: list[JobRecord]) -> dict[tuple[str, str], str]:
@@ -70,9 +74,9 @@ def _dispatch(tx: Transaction, send: Sender) -> list[tuple[str, str]]:
                     continue
                 if not all(job.stage(d).state == "succeeded" for d in stage.deps):
                     continue
-                if stage_done_on_disk(stage):
+                if stage_done_on_disk(job, stage):
                     stage.state, stage.cached, stage.finished_at = "succeeded", True, now
-                    stage.message, stage.waiting_for = "done earlier (manifest present): not run again", None
+                    stage.message, stage.waiting_for = "done earlier (same inputs, code and outputs): not run again", None
                     changed = True
                     continue
                 owner = owners.get((stage.kind, stage.key))

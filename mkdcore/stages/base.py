@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -16,7 +14,8 @@ if TYPE_CHECKING:
     from mkdcore.config import ExperimentConfig
     from mkdcore.progress import ProgressReporter
 
-MANIFEST = "manifest.json"
+from mkdcore.stages import provenance
+from mkdcore.stages.provenance import MANIFEST, Freshness
 
 
 @dataclass
@@ -29,6 +28,12 @@ class StageNode:
     deps: list[str] = field(default_factory=list)
     params: dict[str, Any] = field(default_factory=dict)  # e.g. {"modality": "rgb"}
     runs_dir: Path = Path("runs")
+    #: ``(kind, name)`` of the plugin components this stage builds (their packages'
+    #: versions are part of its provenance)
+    components: list[tuple[str, str]] = field(default_factory=list)
+    #: for outputs outside the stage directory: ``{"kind", "args", "changed"}`` of a
+    #: :mod:`~mkdcore.stages.provenance` probe (``changed`` is the stale reason)
+    probe: dict[str, Any] | None = None
 
     @property
     def stage_dir(self) -> Path:
@@ -38,15 +43,26 @@ class StageNode:
     def manifest_path(self) -> Path:
         return self.stage_dir / MANIFEST
 
-    def is_done(self) -> bool:
-        return self.manifest_path.is_file()
+    def input_dirs(self, nodes: dict[str, "StageNode"]) -> dict[str, Path]:
+        return {d: nodes[d].stage_dir for d in self.deps}
+
+    def freshness(self, nodes: dict[str, "StageNode"], memo: dict[Path, Freshness] | None = None) -> Freshness:
+        """May this stage's finished output be reused (see :mod:`mkdcore.stages.provenance`)?"""
+        return provenance.check(self.stage_dir, self.input_dirs(nodes), memo)
 
     def manifest(self) -> dict[str, Any]:
-        return json.loads(self.manifest_path.read_text())
+        """The manifest of a finished stage (one-line error when unreadable)."""
+        from mkdcore.fileio import read_json
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "key": self.key, "deps": self.deps, "params": self.params,
-                "stage_dir": str(self.stage_dir), "done": self.is_done()}
+        return read_json(self.manifest_path, "manifest", f"run with --force {self.name} to redo the stage")
+
+    def as_dict(self, nodes: dict[str, "StageNode"] | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "kind": self.kind, "key": self.key, "deps": self.deps,
+                               "params": self.params, "stage_dir": str(self.stage_dir)}
+        if nodes is not None:
+            f = self.freshness(nodes)
+            out.update(done=f.fresh, reason=f.reason)
+        return out
 
 
 @dataclass
@@ -57,7 +73,9 @@ class StageContext:
     node: StageNode
     nodes: dict[str, StageNode]
     device: "torch.device"
-    progress_factory: Any = None
+    #: the user asked to redo this stage (``--force``): stages whose output lives outside
+    #: their directory (``derive``) must rebuild it instead of resuming
+    forced: bool = False
 
     @property
     def dir(self) -> Path:
@@ -77,25 +95,48 @@ class StageContext:
             fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 
-def write_manifest(ctx: StageContext, outputs: dict[str, Any], started: float) -> None:
-    """Mark a stage done; written last and atomically."""
-    import torch
+def plugin_packages(components: list[tuple[str, str]]) -> dict[str, str]:
+    """``{package: version}`` of the distributions providing ``components``."""
+    from mkdcore import api
 
-    from mkdcore import __version__
+    packages: dict[str, str] = {}
+    for kind, name in components:
+        spec = api.get(kind, name)
+        packages[spec.package] = spec.version
+    return packages
 
+
+def write_started(ctx: StageContext, inputs: dict[str, Any]) -> None:
+    """Record what this run of the stage is made from, before it makes anything: an
+    interrupted run resumes only if its inputs are still the same."""
+    from mkdcore.fileio import atomic_write_json
+
+    atomic_write_json(ctx.dir / provenance.STARTED, {"inputs": inputs}, "stage start record")
+
+
+def write_manifest(ctx: StageContext, outputs: dict[str, Any], started: float, inputs: dict[str, Any]) -> None:
+    """Mark a stage done: written last and atomically, only when the stage function
+    returned (a failure never writes one), with the provenance that decides reuse."""
+    from mkdcore.fileio import atomic_write_json
+
+    node = ctx.node
+    probe = None
+    if node.probe is not None:
+        probe = {**node.probe, "value": provenance.run_probe(node.probe)}
     manifest = {
-        "stage": ctx.node.name,
-        "kind": ctx.node.kind,
-        "key": ctx.node.key,
-        "inputs": {d: ctx.nodes[d].key for d in ctx.node.deps},
-        "params": ctx.node.params,
-        "versions": {"mkd": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "format": provenance.FORMAT,
+        "id": provenance.new_id(),
+        "stage": node.name,
+        "kind": node.kind,
+        "key": node.key,
+        "inputs": inputs,
+        "code": provenance.code_versions(plugin_packages(node.components)),
+        "probe": probe,
+        "params": node.params,
+        "versions": {"torch": provenance.installed_version("torch"), "python": platform.python_version()},
         "device": str(ctx.device),
         "seconds": round(time.time() - started, 3),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "outputs": outputs,
     }
-    ctx.dir.mkdir(parents=True, exist_ok=True)
-    tmp = ctx.dir / f".{MANIFEST}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(manifest, indent=2, default=str))
-    os.replace(tmp, ctx.node.manifest_path)
+    atomic_write_json(node.manifest_path, manifest, "stage manifest")

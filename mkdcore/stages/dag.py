@@ -46,17 +46,22 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
     runs = cfg.runtime.runs_dir
     nodes: list[StageNode] = []
 
-    def add(name: str, kind: str, payload: dict[str, Any], deps: list[str], **params: Any) -> StageNode:
+    def add(name: str, kind: str, payload: dict[str, Any], deps: list[str], components: list[tuple[str, str]] = (),
+            probe: dict[str, Any] | None = None, **params: Any) -> StageNode:
         dep_keys = {d: next(n.key for n in nodes if n.name == d) for d in deps}
         key = stable_hash({"kind": kind, "params": params, "payload": payload, "deps": dep_keys})
-        node = StageNode(name=name, kind=kind, key=key, deps=deps, params=params, runs_dir=runs)
+        node = StageNode(name=name, kind=kind, key=key, deps=deps, params=params, runs_dir=runs,
+                         components=list(components), probe=probe)
         nodes.append(node)
         return node
 
     d = cfg.data
     data_payload = {"root": str(d.root.resolve()), "split": d.split, "split_id": d.split_id, "frames": d.frames,
                     "synth": _dump(d.synth) if d.synth else None}
-    add("data", "data", data_payload, [])
+    root = str(d.root.resolve())
+    add("data", "data", data_payload, [],
+        probe={"kind": "dataset", "args": {"root": root, "split": d.split, "split_id": d.split_id},
+               "changed": f"the dataset under {d.root} changed (videos or split files)"})
     pixels = {"resize": d.resize, "crop": d.crop, "normalize": d.normalize, "frames": d.frames}
     ep = cfg.episodes
 
@@ -65,7 +70,10 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
         deps = ["data"]
         if m != "rgb":
             derive = cfg.modalities.derive.get(m, Component(name=m))
-            add(f"derive:{m}", "derive", {"derive": _dump(derive)}, ["data"], modality=m)
+            add(f"derive:{m}", "derive", {"derive": _dump(derive)}, ["data"], components=[("modality", derive.name)],
+                probe={"kind": "derived", "args": {"root": root, "modality": m},
+                       "changed": f"the {m} frames under {d.root} were derived again (other options or --force)"},
+                modality=m)
             deps = [f"derive:{m}"]
         t = cfg.teacher
         add(
@@ -76,6 +84,7 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
              "pretrained": str(t.pretrained.get(m)) if t.pretrained.get(m) else None,
              "val": {"query": ep.query_test}},
             deps,
+            components=[("backbone", t.backbone.name), ("head", t.head.name)],
             modality=m,
         )
         feature_nodes.append(add(f"features:{m}", "features", {"pixels": pixels}, [f"teacher:{m}"], modality=m).name)
@@ -83,7 +92,8 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
     f = cfg.fusion
     add("fuse", "fuse", {"module": _dump(f.module), "head": _dump(f.head), "training": _dump(f.training),
                          "way": ep.way, "shot": ep.shot, "query": f.query_train or ep.query_train,
-                         "val": {"query": ep.query_test}}, feature_nodes)
+                         "val": {"query": ep.query_test}}, feature_nodes,
+        components=[("fusion", f.module.name), ("head", f.head.name)])
     add("mm_features", "mm_features", {}, ["fuse"])
 
     student_nodes = []
@@ -94,7 +104,10 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
                    "pretrained": str(cfg.student.pretrained) if cfg.student.pretrained else None,
                    "distiller": _dump(spec["distiller"]), "training": _dump(cfg.training),
                    "val": {"query": ep.query_test}}
-        student_nodes.append(add(f"student:{variant}", "student", payload, deps, variant=variant).name)
+        components = [("backbone", spec["backbone"].name), ("head", cfg.student.head.name),
+                      ("distiller", spec["distiller"].name)]
+        student_nodes.append(add(f"student:{variant}", "student", payload, deps, components=components,
+                                 variant=variant).name)
 
     e = cfg.evaluation
     eval_payload = {"evaluation": _dump(e), "way": ep.way, "shot": ep.shot, "query": ep.query_test, "pixels": pixels}

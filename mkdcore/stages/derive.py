@@ -1,5 +1,8 @@
 """Stage ``derive:<modality>``: write ``<root>/<modality>_l8`` from the RGB frames
-(or verify ground-truth frames that are already there, e.g. the synthetic dataset's)."""
+(or verify ground-truth frames that are already there, e.g. the synthetic dataset's).
+
+The frames are tied to the options that made them by the folder's stamp (see
+:mod:`mkdcore.data.derive`); ``--force derive:<m>`` derives every video again."""
 
 from __future__ import annotations
 
@@ -15,9 +18,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     m = ctx.node.params["modality"]
     comp = ctx.cfg.modalities.derive.get(m, Component(name=m))
-    summary = derive_dataset(ctx.cfg.data.root, comp.name, dict(comp.options), device=str(ctx.device), workers=max(1, ctx.cfg.data.num_workers), progress=None)
-    failed = getattr(summary, "failed", None) or []
-    if failed:
-        raise DataError(f"derive {m}: {len(failed)} videos failed, first: {failed[0]}")
-    out = summary.__dict__ if hasattr(summary, "__dict__") else dict(summary)
-    return {k: v for k, v in out.items() if isinstance(v, (int, float, str, bool))}
+    summary = derive_dataset(ctx.cfg.data.root, comp.name, dict(comp.options), device=str(ctx.device),
+                             workers=max(1, ctx.cfg.data.num_workers), progress=False, force=ctx.forced)
+    if summary.replaced:
+        ctx.log(summary.replaced)
+    if summary.failures:
+        video, why = summary.failures[0]
+        raise DataError(f"derive {m}: {len(summary.failures)} of {summary.videos} videos failed "
+                        f"(first: {video}: {why}); see `mkd data derive {ctx.cfg.data.root} -m {comp.name}`")
+    return {k: v for k, v in summary.as_dict().items() if k != "failures"}

@@ -85,7 +85,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
             scores = score_episodes(episodes, lambda ep, mdl=model, c=caches: branch_logits(mdl.head, ep, c, device))
             manifest = node.manifest()["outputs"]
             record(node.name, "student", scores, fewshot_cost(model, cfg),
-                   {"variant": node.params["variant"], "distiller": manifest.get("distiller"), "backbone": spec["backbone"]})
+                   {"variant": node.params["variant"], "distiller": manifest["distiller"], "backbone": spec["backbone"]})
     progress.finish(len(results))
     ep = cfg.episodes
     out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,

@@ -11,9 +11,10 @@ from typing import Any, Callable, Iterator
 
 from mkdcore.config import ExperimentConfig
 from mkdcore.errors import MkdError
-from mkdcore.preflight import check_experiment
 from mkdcore.names import stage_name
-from mkdcore.stages.base import StageContext, StageNode, write_manifest
+from mkdcore.preflight import check_experiment
+from mkdcore.stages import provenance
+from mkdcore.stages.base import StageContext, StageNode, write_manifest, write_started
 from mkdcore.stages.dag import plan, select
 
 #: stage kind -> "module:function"; each function takes a StageContext and returns
@@ -75,12 +76,16 @@ def forced_closure(nodes: list[StageNode], force: list[str]) -> set[str]:
 
 
 def clear_outputs(node: StageNode) -> None:
-    """Forget a stage's results (manifest last-in, first-out; checkpoints and metrics so
-    training starts over instead of resuming a finished run). Data written into the
-    dataset root by ``derive`` stays: derivation skips finished videos by design."""
+    """Forget a stage's results (manifest first, so a crash midway leaves nothing that
+    looks finished; then checkpoints and metrics, so training starts over instead of
+    resuming). Frames ``derive`` wrote into the dataset root are handled by the derive
+    stage itself (a forced or re-optioned derive rebuilds them, see
+    :func:`mkdcore.data.derive.derive_dataset`)."""
     import shutil
 
     node.manifest_path.unlink(missing_ok=True)
+    if not node.stage_dir.is_dir():
+        return
     for child in node.stage_dir.iterdir():
         if child.name == ".run.lock":
             continue
@@ -109,22 +114,38 @@ def run_experiment(
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
     forced = forced_closure(nodes, force or [])
-    check_experiment(cfg, [n for n in select(nodes, stages) if n.name in forced or not n.manifest_path.is_file()])
+    memo: dict = {}
+    check_experiment(cfg, [n for n in select(nodes, stages) if n.name in forced or not n.freshness(by_name, memo)])
     ran: list[str] = []
     for node in select(nodes, stages):
-        if node.is_done() and node.name not in forced:
+        fresh = node.freshness(by_name)
+        if fresh and node.name not in forced:
             echo(f"[skip] {node.name} (done: {node.stage_dir})")
             continue
-        echo(f"[run ] {node.name} -> {node.stage_dir}")
+        why = "forced" if node.name in forced else fresh.reason
+        echo(f"[run ] {node.name} ({why}) -> {node.stage_dir}")
         with stage_lock(node):
-            if node.is_done() and node.name not in forced:
+            fresh = node.freshness(by_name)  # another process may have finished it meanwhile
+            if fresh and node.name not in forced:
                 continue
-            if node.name in forced:
+            inputs = provenance.inputs_record(node.input_dirs(by_name))
+            if node.name in forced or not resumable(node, inputs):
                 clear_outputs(node)
-            ctx = StageContext(cfg=cfg, node=node, nodes=by_name, device=device)
+            ctx = StageContext(cfg=cfg, node=node, nodes=by_name, device=device, forced=node.name in forced)
             started = time.time()
-            outputs = stage_function(node.kind)(ctx) or {}
-            write_manifest(ctx, outputs, started)
+            write_started(ctx, inputs)
+            outputs = stage_function(node.kind)(ctx)
+            write_manifest(ctx, outputs, started, inputs)
         ran.append(node.name)
         echo(f"[done] {node.name} in {time.time() - started:.1f} s")
     return by_name, ran
+
+
+def resumable(node: StageNode, inputs: dict[str, dict[str, str | None]]) -> bool:
+    """May an unfinished run in the stage directory be continued? Only when no (stale)
+    manifest is there and the interrupted run was made from exactly these inputs: a
+    checkpoint trained on an older teacher's features must not be resumed."""
+    if node.manifest_path.exists():
+        return False
+    started = provenance.started_inputs(node.stage_dir)
+    return started is not None and started.get("inputs") == inputs
