@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -44,3 +45,39 @@ def test_celery_settings_close_the_known_traps():
     assert conf.worker_prefetch_multiplier == 1 and conf.worker_concurrency == 1 and conf.task_track_started
     assert conf.broker_transport_options["visibility_timeout"] == VISIBILITY_TIMEOUT_S >= 7 * 24 * 3600
     assert conf.task_reject_on_worker_lost is False  # no uncapped re-queue loop; mkd's watchdog caps attempts
+
+
+def test_supervisor_restarts_a_crashed_worker_with_backoff_until_it_stops_cleanly(tmp_path, capsys):
+    """`mkd worker` restarts a worker that dies (here: exit code 1, twice), not one that exits 0."""
+    from mkdcore.cli.worker_cmd import Supervisor
+
+    starts = tmp_path / "starts"
+    child = ("import pathlib, sys; p = pathlib.Path(sys.argv[1]); p.write_text(p.read_text() + 'x' if p.exists() else 'x');"
+             "sys.exit(1 if len(p.read_text()) < 3 else 0)")
+    sup = Supervisor([[sys.executable, "-c", child, str(starts)]], [dict(os.environ)], ["w-cpu@h"], backoff=(0.05, 0.1))
+    assert sup.run() == 0
+    assert starts.read_text() == "xxx"  # two crashes, two restarts, then a clean exit
+    err = capsys.readouterr().err
+    assert err.count("worker w-cpu@h died (exit code 1)") == 2 and "restarting in 0 s" in err
+    assert "stopped cleanly (exit code 0); not restarted" in err
+
+
+def test_supervisor_does_not_restart_after_a_stop_signal(tmp_path):
+    import signal
+
+    from mkdcore.cli.worker_cmd import Supervisor
+
+    ready = tmp_path / "ready"
+    child = ("import pathlib, signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(3));"
+             "pathlib.Path(sys.argv[1]).write_text('up'); time.sleep(60)")
+    sup = Supervisor([[sys.executable, "-c", child, str(ready)]], [dict(os.environ)], ["w"], backoff=(0.05, 0.1))
+    import threading
+
+    def stop_when_ready():
+        while not ready.exists():
+            threading.Event().wait(0.05)
+        sup.stop(signal.SIGTERM)
+
+    threading.Thread(target=stop_when_ready, daemon=True).start()
+    assert sup.run() == 3  # the worker's own exit code; not restarted although it was not 0
+    assert ready.read_text() == "up"
