@@ -90,6 +90,21 @@ def test_junk_is_dropped_and_a_killed_worker_is_restarted_and_requeues_its_stage
     assert q.worker_log("w1").count("; restarting in") == 1
 
 
+def test_junk_in_the_unacked_hash_is_removed_not_restored_forever(redis_server):
+    """kombu restores unacked messages from a hash anyone can write; junk there is dropped."""
+    import redis
+
+    from workers.celery_app import make_app
+
+    r = redis.Redis.from_url(redis_server.url)
+    r.flushall()
+    r.hset("unacked", "junk-tag", "not json")
+    r.zadd("unacked_index", {"junk-tag": 0})
+    with make_app(redis_server.url).connection_for_write() as conn:
+        conn.default_channel.qos.restore_visible(num=10)  # what the worker's timer runs
+    assert r.hlen("unacked") == 0 and r.zcard("unacked_index") == 0 and r.llen("mkd") == 0
+
+
 @pytest.fixture
 def secure_queue(tmp_path):
     """A password-protected Redis, over TLS when this redis-server supports it."""

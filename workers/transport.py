@@ -13,6 +13,8 @@ only run once kombu has built a message, so the guard has to sit in the transpor
 - ``Transport._deliver``: if building the message or Celery's handler fails on a
   malformed envelope after kombu recorded it as unacked, the record is removed as well,
   so the junk is not restored (and dropped again) after the visibility timeout.
+- ``QoS.restore_by_tag``: junk written straight into the ``unacked`` hash would otherwise
+  fail every restore pass ("Error in timer", forever); it is logged and removed.
 
 Only errors of decoding (``ValueError``, ``TypeError``, ``KeyError``...) are caught;
 connection errors still reach kombu's reconnect logic. Producers use the same class
@@ -51,8 +53,22 @@ def _delivery_tag(raw: Any) -> Any:
     return tag if isinstance(tag, (str, int)) else None
 
 
+class QoS(kombu_redis.QoS):
+    """kombu's unacked-message bookkeeping; an undecodable unacked record is removed."""
+
+    def restore_by_tag(self, tag: Any, client: Any = None, leftmost: bool = False) -> None:
+        try:
+            super().restore_by_tag(tag, client, leftmost)
+        except MALFORMED as exc:
+            log.error("dropped a malformed unacked message %s: %s: %s", preview(tag), type(exc).__name__, exc)
+            with self.channel.conn_or_acquire(client) as conn:
+                self._remove_from_indices(tag, conn.pipeline()).execute()
+
+
 class Channel(kombu_redis.Channel):
     """kombu's Redis channel; an undecodable popped item is logged and dropped."""
+
+    QoS = QoS
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
