@@ -208,6 +208,10 @@ class EpisodicTrainer:
     def _resume(self) -> tuple[int, int, tuple[float | None, int | None]]:
         path = self.ckpt_dir / CHECKPOINT_NAME
         if not path.exists():
+            # killed before the first checkpoint: whatever was logged or selected belongs
+            # to a run that will be redone from task 0
+            self.metrics_path.unlink(missing_ok=True)
+            (self.ckpt_dir / BEST_NAME).unlink(missing_ok=True)
             return 0, 0, (None, None)
         state = load_checkpoint(path)
         self.model.load_state_dict(state["model"])
@@ -216,7 +220,15 @@ class EpisodicTrainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(_rng_from_tensors(state["rng"]))
         self._truncate_metrics(state["task"])
-        return state["task"], state["step"], (state.get("best_val"), state.get("best_task"))
+        self._drop_newer_best(state["best_task"])
+        return state["task"], state["step"], (state["best_val"], state["best_task"])
+
+    def _drop_newer_best(self, best_task: int | None) -> None:
+        """A best.pt selected after the checkpoint was taken is from tasks that will run
+        again: drop it, the resumed run selects again (identically, same episodes)."""
+        path = self.ckpt_dir / BEST_NAME
+        if path.exists() and (best_task is None or load_checkpoint(path)["task"] != best_task):
+            path.unlink()
 
     def _truncate_metrics(self, task: int) -> None:
         """Drop metric lines logged after the checkpoint (they will be logged again)."""

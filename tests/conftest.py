@@ -48,3 +48,12 @@ def plugin_manager():
     previous = plugin_module.set_manager(manager)
     yield manager
     plugin_module.set_manager(previous)
+
+
+@pytest.fixture(scope="session")
+def smoke_template(tmp_path_factory):
+    """One finished smoke experiment per test session (trained once); tests that change
+    it take a private copy with ``tests.faults.workspace.fresh(smoke_template)``."""
+    from tests.faults.workspace import build_template
+
+    return build_template(tmp_path_factory.mktemp("smoke"))

@@ -25,10 +25,14 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
 
     cfg = load_config(config_file, overrides)
     if list_only:
-        for node in plan(cfg):
-            state = "done" if node.is_done() else "todo"
+        nodes = plan(cfg)
+        by_name = {n.name: n for n in nodes}
+        for node in nodes:
+            fresh = node.freshness(by_name)
+            state = "done" if fresh else "todo"
             deps = ", ".join(node.deps) or "-"
-            click.echo(f"{state:4s}  {node.name:18s} {node.key}  <- {deps}")
+            why = "" if fresh else f"  ({fresh.reason})"
+            click.echo(f"{state:4s}  {node.name:18s} {node.key}  <- {deps}{why}")
         return
     split = lambda s: [x.strip() for x in s.split(",") if x.strip()]  # noqa: E731
     try:
@@ -37,7 +41,7 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
         click.echo(f"stopped: {exc}", err=True)
         raise SystemExit(143)
     results = Path(cfg.runtime.runs_dir) / cfg.name / "results.json"
-    if "report" not in ran and nodes["report"].is_done() and results.is_file():
+    if "report" not in ran and nodes["report"].freshness(nodes) and results.is_file():
         import json
 
         from mkdcore.report import print_table, rows_of

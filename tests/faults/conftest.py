@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.workspace import build_template
-
 
 @pytest.fixture(scope="session")
-def fault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_template(tmp_path_factory.mktemp("faults"))
+def fault_template(smoke_template: Path) -> Path:
+    """The session's finished smoke experiment (tests/conftest.py), shared with the
+    other tests that need one, so the suite trains it once."""
+    return smoke_template
