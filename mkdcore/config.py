@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from mkdcore.errors import ConfigError
+from mkdcore.fileio import read_text
 from mkdcore.names import UnsafeNameError, experiment_name
 from mkdcore.registry import format_validation_error
 
@@ -239,8 +240,9 @@ def read_yaml(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
+    text = read_text(path, "config file", "save it as UTF-8 text")  # not UTF-8: one line, no traceback
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -31,6 +30,7 @@ import torch
 
 from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
+from mkdcore.fileio import CorruptFileError, atomic_torch_save, clean_stale_temps, read_torch
 from mkdcore.progress import ProgressReporter
 
 CHECKPOINT_NAME = "last.pt"
@@ -111,17 +111,19 @@ def seed_everything(seed: int) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Readers (a resume, ``best_state``) see the old checkpoint or the new one; a full
+    disk is one line naming the file and leaves no temp file behind."""
+    atomic_torch_save(path, obj, "checkpoint")
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Checkpoints hold tensors, numbers, strings and RNG states only."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise TrainingError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+    """Checkpoints hold tensors, numbers, strings and RNG states only; one that cannot
+    be read (truncated, overwritten) is one line saying how to start the stage over."""
+    remedy = f"delete {path} to start the stage over"
+    state = read_torch(path, "checkpoint", remedy)
+    if not isinstance(state, dict) or "model" not in state:
+        raise CorruptFileError(f"checkpoint {path} is not an mkd checkpoint (no model state); {remedy}")
+    return state
 
 
 class _Terminator:
@@ -176,6 +178,7 @@ class EpisodicTrainer:
         self.dir = Path(stage_dir)
         self.ckpt_dir = self.dir / "checkpoints"
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.ckpt_dir)  # left by a run killed mid-save
         self.metrics_path = self.dir / "metrics.jsonl"
         self.device = device
         self.step_fn = step_fn

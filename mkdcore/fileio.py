@@ -13,11 +13,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from mkdcore.errors import MkdError
+from mkdcore.errors import DataError, MkdError
 
 #: errors that mean "the disk (or the file-size limit) is full"
 _FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
@@ -27,8 +29,14 @@ class StorageError(MkdError):
     """A file could not be written (disk full, size limit, permissions)."""
 
 
-class CorruptFileError(MkdError):
-    """A file mkd wrote earlier cannot be read back."""
+class CorruptFileError(DataError, ValueError):
+    """A file mkd wrote earlier (or a user file it reads) cannot be read back.
+
+    A :class:`DataError`, so the callers that already list bad data instead of stopping
+    (the dataset checker, the importer) treat a corrupt file the same way; and a
+    ``ValueError``, as the parser errors it replaces were, so code that skips an
+    unreadable record (``except ValueError``, e.g. a worker polling its job record)
+    keeps skipping it."""
 
 
 def temp_path(path: Path) -> Path:
@@ -40,6 +48,14 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno in _FULL:
         return "no space left (disk full or file-size limit)"
     return exc.strerror or type(exc).__name__
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first non-empty line of an exception's message (parsers such as torch's
+    unpickler explain themselves over a dozen lines; the CLI prints one)."""
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 @contextmanager
@@ -94,6 +110,78 @@ def atomic_save(path: Path, write: Callable[[Path], None], what: str = "file") -
         write(tmp)
 
 
+@contextmanager
+def atomic_dir(path: Path, what: str = "folder") -> Iterator[Path]:
+    """Yield an empty temporary folder to fill; on success it replaces ``path`` (an
+    existing folder there is removed first: the swap of a whole folder cannot be one
+    rename), on any failure it is removed and an :class:`OSError` becomes a one-line
+    :class:`StorageError` naming ``path``."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StorageError(f"cannot write {what} {path}: {describe_os_error(exc)}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_torch_save(path: Path, obj: Any, what: str = "checkpoint") -> None:
+    """``torch.save`` through :func:`atomic_path`.
+
+    Why a file object: given a path, torch writes through its C++ zip writer and a full
+    disk surfaces as ``RuntimeError: [enforce fail ...] unexpected pos``; given a Python
+    file, the writer's failing ``write`` raises ``OSError`` first, which torch wraps in
+    that same ``RuntimeError``; the ``OSError`` is taken back out so the one-line
+    :class:`StorageError` says what happened."""
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as exc:
+                cause = exc.__cause__ or exc.__context__
+                if isinstance(cause, OSError):
+                    raise cause from None
+                raise
+
+    atomic_save(path, write, what)
+
+
+def read_torch(path: Path, what: str = "checkpoint", remedy: str = "") -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU; a missing, truncated or
+    foreign file is one line naming ``path`` and the remedy (torch's own message runs
+    over many lines and suggests ``weights_only=False``, which mkd never does)."""
+    import torch
+
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CorruptFileError(f"{what} {path} does not exist{_then(remedy)}") from None
+    except Exception as exc:  # noqa: BLE001  (unpickler, zip reader and storage errors of any kind)
+        raise CorruptFileError(f"{what} {path} is corrupt ({_torch_reason(exc)}){_then(remedy)}") from None
+
+
+def _torch_reason(exc: Exception) -> str:
+    """The informative part of a ``torch.load`` error: its weights-only unpickler puts
+    the actual problem after a paragraph about ``weights_only``; its zip reader after
+    one sentence comes advice for torch developers."""
+    marker = "WeightsUnpickler error:"
+    text = str(exc)
+    if marker in text:
+        detail = next((line.strip() for line in text.split(marker, 1)[1].splitlines() if line.strip()), "")
+        return f"not a weights-only torch file: {detail}" if detail else "not a weights-only torch file"
+    return first_line(exc).split(". ", 1)[0]
+
+
 def read_text(path: Path, what: str = "file", remedy: str = "") -> str:
     """UTF-8 text of ``path``; a missing, unreadable or non-UTF-8 file is one line."""
     path = Path(path)
@@ -125,23 +213,29 @@ def _then(remedy: str) -> str:
     return f"; {remedy}" if remedy else ""
 
 
-def clean_stale_temps(folder: Path, alive: Callable[[int], bool] | None = None) -> int:
-    """Remove ``.*.tmp-<pid>`` files in ``folder`` whose writer is no longer running."""
-    import re
+#: ``.name.tmp-<pid>`` (fileio) and ``name.tmp-<pid>`` (the checkpoint writer before it)
+_TEMP = re.compile(r"^\.?.+\.tmp-(\d+)$")
 
+
+def clean_stale_temps(folder: Path, alive: Callable[[int], bool] | None = None) -> int:
+    """Remove ``.*.tmp-<pid>`` files in ``folder`` whose writer is no longer running.
+
+    Temp files of this process are kept: another thread of it may be writing one now
+    (a stale one of a recycled pid is overwritten by its next write anyway)."""
     from mkdcore.parallel import pid_alive
 
     alive = alive or pid_alive
-    pattern = re.compile(r"^\..+\.tmp-(\d+)$")
     removed = 0
-    if not Path(folder).is_dir():
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:  # missing, or not a folder: nothing to clean
         return 0
-    for entry in Path(folder).iterdir():
-        m = pattern.match(entry.name)
+    for entry in entries:
+        m = _TEMP.match(entry.name)
         if not m or not entry.is_file():
             continue
         pid = int(m.group(1))
-        if pid != os.getpid() and alive(pid):
+        if pid == os.getpid() or alive(pid):
             continue
         _unlink_quietly(entry)
         removed += 1

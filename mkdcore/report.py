@@ -8,6 +8,37 @@ from typing import Any, Iterable
 
 ROLE_ORDER = {"teacher": 0, "student": 1}
 
+#: what every model entry of a results.json holds (the tables read these)
+MODEL_KEYS = ("role", "accuracy", "ci95", "episodes")
+
+
+def load_results(path: Path, remedy: str) -> dict[str, Any]:
+    """An experiment's ``results.json``, checked to hold what the tables read, so that a
+    truncated or foreign file is one line naming it and ``remedy`` (not a KeyError)."""
+    from mkdcore.fileio import CorruptFileError, read_json
+
+    res = read_json(path, "results file", remedy)
+    problem = _results_problem(res)
+    if problem:
+        raise CorruptFileError(f"results file {path} is not an mkd results file ({problem}); {remedy}")
+    return res
+
+
+def _results_problem(res: dict[str, Any]) -> str | None:
+    for key, kind in (("experiment", str), ("dataset", dict), ("setting", dict), ("models", dict)):
+        if not isinstance(res.get(key), kind):
+            return f"no {key!r} {kind.__name__}"
+    for key in ("way", "shot", "episodes"):
+        if key not in res["setting"]:
+            return f"no setting.{key}"
+    if "split" not in res["dataset"]:
+        return "no dataset.split"
+    for name, m in res["models"].items():
+        missing = [k for k in MODEL_KEYS if not isinstance(m, dict) or k not in m]
+        if missing:
+            return f"model {name!r} has no {', '.join(missing)}"
+    return None
+
 
 def rows_of(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per model of one experiment's results.json, teachers first."""
@@ -107,6 +138,20 @@ def plot_acc_vs_gmacs(rows: list[dict[str, Any]], path: Path, title: str, label_
     return path
 
 
+def _metric_records(metrics: Path) -> list[dict[str, Any]]:
+    """The readable lines of a ``metrics.jsonl``: a run killed mid-write can leave a torn
+    last line, and a plot of the rest beats no report at all."""
+    records = []
+    for line in metrics.read_bytes().decode("utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("task"), (int, float)):
+            records.append(record)
+    return records
+
+
 def plot_training_curves(curves: dict[str, Path], path: Path) -> Path:
     """Loss and validation accuracy over tasks for every training stage."""
     plt = _plt()
@@ -114,7 +159,7 @@ def plot_training_curves(curves: dict[str, Path], path: Path) -> Path:
     for name, metrics in curves.items():
         if not metrics.exists():
             continue
-        records = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        records = _metric_records(metrics)
         loss = [(r["task"], r["loss"]) for r in records if "loss" in r]
         val = [(r["task"], r["val_acc"] * 100) for r in records if "val_acc" in r]
         if loss:

@@ -22,6 +22,7 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     from mkdcore.data.transforms import ClipTransform
     from mkdcore.device import resolve_device
     from mkdcore.errors import ConfigError
+    from mkdcore.fileio import CorruptFileError, first_line
     from mkdcore.stages.common import (
         MODEL_SPEC,
         branch_caches,
@@ -29,7 +30,9 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
         episode_keys,
         extract_backbone_features,
         load_model,
+        redo_remedy,
         score_episodes,
+        stage_dir_of,
     )
 
     if (model_dir / "model" / MODEL_SPEC).is_file():
@@ -41,11 +44,16 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     if spec["type"] != "fewshot":
         raise ConfigError(f"{model_dir}: a {spec['type']} model reads stored features; evaluate it with `mkd run` (evaluate stage)")
     episodes, meta = load_episodes(episodes_file)
-    d = spec["data"]
-    layout = DatasetLayout(root or d["root"])
-    transform = ClipTransform(resize=d["resize"], crop=d["crop"], train=False, normalize=d["normalize"])
+    try:
+        d = spec["data"]
+        layout = DatasetLayout(root or d["root"])
+        transform = ClipTransform(resize=d["resize"], crop=d["crop"], train=False, normalize=d["normalize"])
+        frames = int(d["frames"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFileError(f"model spec {model_dir / MODEL_SPEC} is corrupt (its data section: {first_line(exc)}); "
+                               f"{redo_remedy(stage_dir_of(model_dir))}") from None
     caches = branch_caches(extract_backbone_features(model.backbone, layout, episode_keys(episodes), spec.get("modality", "rgb"),
-                                                     transform, d["frames"], dev))
+                                                     transform, frames, dev))
     summary = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, dev)).summary()
     summary.pop("confusion")
     if as_json:

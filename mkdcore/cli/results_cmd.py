@@ -8,15 +8,16 @@ from pathlib import Path
 import click
 
 
+#: how to get a good results.json back (the report stage always rewrites it)
+REMEDY = "delete it, or rewrite it with `mkd run CONFIG --force report`"
+
+
 def collect(runs_dir: Path) -> list[dict]:
+    from mkdcore.report import load_results
+
     rows = []
     for path in sorted(runs_dir.glob("*/results.json")):
-        try:
-            rows += _rows(path, json.loads(path.read_text()))
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            from mkdcore.errors import DataError
-
-            raise DataError(f"{path}: not an mkd results file ({type(exc).__name__}: {exc})") from None
+        rows += _rows(path, load_results(path, REMEDY))
     return rows
 
 

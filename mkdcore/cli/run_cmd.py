@@ -42,9 +42,8 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
         raise SystemExit(143)
     results = Path(cfg.runtime.runs_dir) / cfg.name / "results.json"
     if "report" not in ran and nodes["report"].freshness(nodes) and results.is_file():
-        import json
+        from mkdcore.report import load_results, print_table, rows_of
 
-        from mkdcore.report import print_table, rows_of
-
-        print_table(rows_of(json.loads(results.read_text())), f"{cfg.name} (finished earlier)")
+        finished = load_results(results, f"rewrite it with `mkd run {config_file} --force report`")
+        print_table(rows_of(finished), f"{cfg.name} (finished earlier)")
         click.echo(f"report: {results.parent / 'report.md'}")

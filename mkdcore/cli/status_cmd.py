@@ -53,6 +53,8 @@ def render(data: dict, one_job: bool) -> None:
         j.add_row(r["id"], r["name"], r["group"] or "-", state, r["stage"] or "-", step, _num(r["loss"]),
                   _num(r["val_acc"], "{:.3f}"), _fmt_age(r["eta_s"]) if r["state"] == "running" else "-", str(r["attempts"]))
     console.print(j if data["jobs"] else f"jobs: none in {data['runs_dir']}")
+    for bad in data["corrupt"]:  # one line each, never hiding the readable jobs
+        console.print(f"job {bad['id']}: corrupt: {bad['error']}", markup=False, soft_wrap=True)
     q = data["queue"]
     console.print("queue: " + (", ".join(f"{k} {v} waiting" for k, v in q.items()) if isinstance(q, dict) else q))
 

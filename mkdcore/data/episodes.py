@@ -22,6 +22,7 @@ import numpy as np
 from mkdcore.data import VideoKey
 from mkdcore.data.splits import SplitIndex
 from mkdcore.errors import DataError
+from mkdcore.fileio import atomic_write_text, read_json
 
 FORMAT = "mkd-episodes/1"
 
@@ -110,24 +111,15 @@ class EpisodeSampler:
 def save_episodes(path: str | os.PathLike, episodes: Sequence[Episode], meta: dict[str, Any]) -> Path:
     """Write episodes as JSON (atomically: a half-written file is never left behind)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": FORMAT, "meta": {**meta, "n": len(episodes)}, "episodes": [e.to_json() for e in episodes]}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, separators=(",", ":"))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(doc, separators=(",", ":")), "episode file")
     return path
 
 
 def load_episodes(path: str | os.PathLike) -> tuple[list[Episode], dict[str, Any]]:
     """``(episodes, meta)`` from a file written by :func:`save_episodes`."""
     path = Path(path)
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"episode file {path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"episode file {path} is not valid JSON: {exc}") from None
+    doc = read_json(path, "episode file", expect=None)  # a missing, non-UTF-8 or torn file: one line
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or "episodes" not in doc:
         raise DataError(f"episode file {path} is not an mkd episode file (format {FORMAT})")
     try:

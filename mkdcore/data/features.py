@@ -15,6 +15,7 @@ import numpy as np
 
 from mkdcore.data import VideoKey
 from mkdcore.errors import DataError
+from mkdcore.fileio import atomic_save
 
 
 def npy_shape(path: Path) -> tuple[int, ...]:
@@ -74,15 +75,17 @@ class FeatureStore:
         return self.path(key).is_file()
 
     def save(self, key: VideoKey, array: np.ndarray) -> Path:
-        """Write ``<class>/<video>.npy`` atomically (tmp file + ``os.replace``)."""
+        """Write ``<class>/<video>.npy`` atomically (:mod:`mkdcore.fileio`: a full disk is one
+        line and leaves no temp file)."""
         array = np.asarray(array)
         self.check_shape(key, array.shape, self.dir / key.class_name / f"{key.video}.npy")
         if array.ndim == 3:
             array = array.reshape(array.shape[-2:])
         path = self.dir / key.class_name / f"{key.video}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            np.save(fh, array, allow_pickle=False)
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.save(fh, array, allow_pickle=False)
+
+        atomic_save(path, write, f"feature of video {key}")
         return path

@@ -15,7 +15,6 @@ and ``min_frames`` refuses such videos instead.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ import numpy as np
 
 from mkdcore.data.layout import list_frames
 from mkdcore.errors import DataError
+from mkdcore.fileio import atomic_dir
 from mkdcore.parallel import worker_context
 
 VIDEO_SUFFIXES: tuple[str, ...] = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -170,18 +170,11 @@ def import_video(job: ImportJob, frames: int = 8, size: int | None = None, min_f
     except av.error.FFmpegError as exc:
         raise DataError(f"cannot decode: {exc}") from None
 
-    job.dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = job.dest.parent / f".{job.video}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    # a hidden temp folder swapped in whole (an incomplete folder from another tool is
+    # replaced); a full disk is one line and leaves no temp folder
+    with atomic_dir(job.dest, f"frames of video {job.video}") as tmp:
         for k, i in enumerate(wanted, 1):
             _resize(images[i], size).convert("RGB").save(tmp / f"{k:08d}.jpg", quality=JPEG_QUALITY)
-        if job.dest.exists():  # an incomplete folder from another tool: replace it
-            shutil.rmtree(job.dest)
-        os.replace(tmp, job.dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return Imported("done", decoded=n, claimed=claimed)
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from mkdcore.data import VideoKey
 from mkdcore.data.layout import DatasetLayout, folder_index, list_dirs, match_key
 from mkdcore.errors import DataError
+from mkdcore.fileio import read_text
 from mkdcore.names import UnsafeNameError, class_name, folder_name, video_name
 
 
@@ -42,10 +43,7 @@ class SplitIndex:
 
 def parse_split_lines(path: Path) -> list[tuple[str, str]]:
     """``(class, video)`` per non-empty line, class spaces -> underscores."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"split file {path} does not exist") from None
+    text = read_text(path, "split file")  # missing, unreadable or not UTF-8: one line naming it
     out = []
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()

@@ -42,6 +42,7 @@ from PIL import Image
 
 from mkdcore.data.synth_actions import ACTION_INDEX, ACTIONS
 from mkdcore.errors import ConfigError, DataError
+from mkdcore.fileio import CorruptFileError, atomic_write_text, read_json
 from mkdcore.parallel import pid_alive, worker_context
 
 MODALITIES: tuple[str, ...] = ("depth", "skeleton", "rgb")  # rgb last: it is what readers see first
@@ -130,10 +131,7 @@ def manifest(params: SynthParams) -> dict:
 
 def _write_text(path: Path, text: str) -> None:
     """Atomic: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def _describe(params: object) -> str:
@@ -148,10 +146,7 @@ def _prepare_root(root: Path, params: SynthParams) -> dict:
     text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
     path = root / MANIFEST
     if path.exists():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"{path}: unreadable ({exc}); delete it or choose another --out") from None
+        old = read_json(path, "synthetic dataset manifest", "delete it or choose another --out")
         if old.get("params") != meta["params"] or old.get("format_version") != FORMAT_VERSION:
             raise DataError(
                 f"{path}: {root} was rendered with {_describe(old.get('params'))}, "
@@ -246,9 +241,9 @@ def dataset_complete(root: Path | str, params: SynthParams) -> bool:
     if not path.is_file():
         return False
     try:
-        if json.loads(path.read_text()).get("params") != asdict(params):
+        if read_json(path, "synthetic dataset manifest").get("params") != asdict(params):
             return False
-    except (OSError, json.JSONDecodeError):
+    except CorruptFileError:
         return False
     return all(
         not _missing(root, c, video_name(i)) for c in class_names(params.classes) for i in range(params.videos_per_class)

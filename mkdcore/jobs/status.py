@@ -96,7 +96,7 @@ def collect(store: JobStore, url: str, job_id: str | None = None, queues: list[s
     beats = read_heartbeats(store.runs_dir)
     if job_id is not None:
         return job_summary(store, store.load(store.resolve(job_id)), beats, stale_after)
-    jobs = store.all()
+    jobs, corrupt = store.scan()
     jobs.sort(key=lambda j: j.created_at, reverse=True)
     queue_names = sorted(set(queues or []) | {j.queue for j in jobs} | {"mkd"})
     return {
@@ -105,5 +105,6 @@ def collect(store: JobStore, url: str, job_id: str | None = None, queues: list[s
         "workers": worker_rows(beats, stale_after),
         "jobs": [job_summary(store, j, beats, stale_after) for j in jobs[:limit]],
         "jobs_total": len(jobs),
+        "corrupt": [{"id": job_id, "error": error} for job_id, error in sorted(corrupt.items())],
         "queue": queue_depth(url, queue_names),
     }

@@ -23,8 +23,11 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from mkdcore import names
 from mkdcore.errors import MkdError
+from mkdcore.fileio import CorruptFileError, atomic_write_text, clean_stale_temps, read_text
 from mkdcore.jobs.model import JobRecord
 
 
@@ -37,15 +40,10 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("MKD_RUNS_DIR", "runs")).absolute()
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def atomic_write(path: Path, text: str, what: str = "file") -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new file, never half
+    (synced: these files are the queue's durable record); a full disk is one line."""
+    atomic_write_text(path, text, what, fsync=True)
 
 
 class JobStore:
@@ -54,6 +52,7 @@ class JobStore:
     def __init__(self, runs_dir: str | Path) -> None:
         self.runs_dir = Path(runs_dir).absolute()
         self.root = self.runs_dir / "jobs"
+        self._cleaned = False
 
     # ----------------------------------------------------------------- paths
     def job_dir(self, job_id: str) -> Path:
@@ -80,20 +79,39 @@ class JobStore:
         with open(self.root / ".lock", "a") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
+                if not self._cleaned:
+                    self._clean_stale_temps()
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
+    def _clean_stale_temps(self) -> None:
+        """Temp files of writers killed mid-write (the first time this store is opened
+        for writing: the lock is held, so no live writer of a record is skipped wrongly)."""
+        self._cleaned = True
+        clean_stale_temps(self.root)
+        for job_id in self.ids():
+            clean_stale_temps(self.job_dir(job_id))
+
     # ------------------------------------------------------------ read/write
     def save(self, job: JobRecord) -> None:
-        atomic_write(self.record_path(job.id), job.model_dump_json(indent=1))
+        atomic_write(self.record_path(job.id), job.model_dump_json(indent=1), "job record")
 
     def load(self, job_id: str) -> JobRecord:
+        """The record of ``job_id``; a damaged one is a one-line :class:`CorruptFileError`."""
         path = self.record_path(job_id)
+        if not path.is_file():
+            raise JobNotFound(f"no job {job_id!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)")
+        remedy = f"delete {path.parent} to forget the job"
+        text = read_text(path, "job record", remedy)
         try:
-            return JobRecord.model_validate_json(path.read_text())
-        except FileNotFoundError:
-            raise JobNotFound(f"no job {job_id!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)") from None
+            return JobRecord.model_validate_json(text)
+        except ValidationError as err:
+            from mkdcore.registry import format_validation_error
+
+            reason = format_validation_error(err)
+            reason = reason if len(reason) <= 200 else reason[:197] + "..."
+            raise CorruptFileError(f"job record {path} is corrupt ({reason}); {remedy}") from None
 
     def resolve(self, prefix: str) -> str:
         """A full job id from an id or a unique prefix of one.
@@ -119,13 +137,20 @@ class JobStore:
         return sorted(p.name for p in self.root.iterdir() if _is_job_id(p.name) and (p / "job.json").is_file())
 
     def all(self) -> list[JobRecord]:
-        jobs = []
+        return self.scan()[0]
+
+    def scan(self) -> tuple[list[JobRecord], dict[str, str]]:
+        """Every readable record, and the one-line error of each damaged one: one bad
+        file must not hide the other jobs (``mkd status`` lists it as corrupt)."""
+        jobs, corrupt = [], {}
         for job_id in self.ids():
             try:
                 jobs.append(self.load(job_id))
-            except (JobNotFound, ValueError):
-                continue  # removed or half-written by a foreign tool: skip, never crash status
-        return jobs
+            except JobNotFound:
+                continue  # removed since it was listed
+            except CorruptFileError as exc:
+                corrupt[job_id] = str(exc)
+        return jobs, corrupt
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Transaction"]:
@@ -159,7 +184,7 @@ class Transaction:
         for job_id in self.store.ids():
             try:
                 self.get(job_id)
-            except (JobNotFound, ValueError):
+            except (JobNotFound, CorruptFileError):
                 continue
         return list(self._jobs.values())
 

@@ -134,7 +134,7 @@ def record_and_dispatch(jobs: list[tuple[JobRecord, dict[str, Any]]], send, forc
                         f"see `mkd status {dup.id}`, `mkd retry {dup.id}`, or pass --force"
                     )
         for job, resolved in jobs:
-            atomic_write(Path(job.config_file), yaml.safe_dump(resolved, sort_keys=False))
+            atomic_write(Path(job.config_file), yaml.safe_dump(resolved, sort_keys=False), "job config")
             tx.add(job)
         try:
             dispatch(tx, send)

@@ -9,7 +9,6 @@ episode gives the same logits as running the CNN per episode, thousands of times
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,37 +122,84 @@ def build_feature_head(head: Component, in_dim: int, frames: int) -> tuple[torch
 
 
 def save_model(dir: Path, model: torch.nn.Module, spec: dict[str, Any], state: Mapping[str, torch.Tensor] | None = None) -> None:
-    dir.mkdir(parents=True, exist_ok=True)
-    (dir / MODEL_SPEC).write_text(json.dumps(spec, indent=2))
-    from mkdcore.engine import save_atomic
+    """``model.json`` (how to rebuild it) and ``model.pt`` (its weights), each written
+    atomically; temp files of a run killed mid-save are cleaned first."""
+    from mkdcore.fileio import atomic_torch_save, atomic_write_json, clean_stale_temps
 
-    save_atomic(dict(state if state is not None else model.state_dict()), dir / WEIGHTS)
+    dir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(dir)
+    atomic_write_json(dir / MODEL_SPEC, spec, "model spec")
+    atomic_torch_save(dir / WEIGHTS, dict(state if state is not None else model.state_dict()), "model weights")
+
+
+def redo_remedy(stage_dir: Path) -> str:
+    """How to recreate what a finished stage wrote: the stage's name comes from its
+    manifest (``--force`` takes names), else from the ``stages/<kind>/<key>`` layout."""
+    from mkdcore.fileio import CorruptFileError, read_json
+    from mkdcore.stages.base import MANIFEST
+
+    stage = None
+    try:
+        stage = read_json(stage_dir / MANIFEST, "stage manifest").get("stage")
+    except CorruptFileError:
+        pass
+    if not isinstance(stage, str) and stage_dir.parent.parent.name == "stages":
+        stage = stage_dir.parent.name
+    if isinstance(stage, str):
+        return f"delete {stage_dir} or run with --force {stage} to redo it"
+    return f"delete {stage_dir} and train it again"
+
+
+def stage_dir_of(model_dir: Path) -> Path:
+    """The stage folder of a saved model (``<stage>/model/``, or a bare model folder)."""
+    return model_dir.parent if model_dir.name == "model" else model_dir
 
 
 def load_model(dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild a saved model from ``model.json`` + ``model.pt`` (random init then load)."""
-    spec = json.loads((dir / MODEL_SPEC).read_text())
-    if spec["type"] == "fewshot":
-        model, _ = build_fewshot(Component(**spec["backbone"]), Component(**spec["head"]), spec["frames"])
-    elif spec["type"] == "feature_head":
-        model, _ = build_feature_head(Component(**spec["head"]), spec["head"]["options"]["in_dim"], spec["frames"])
-    elif spec["type"] == "fusion_teacher":
-        from mkdcore.stages.fuse import build_fusion_teacher
+    """Rebuild a saved model from ``model.json`` + ``model.pt`` (random init then load).
 
-        model, _ = build_fusion_teacher(spec)
-    else:
-        raise TrainingError(f"{dir / MODEL_SPEC}: unknown model type {spec['type']!r}")
-    state = torch.load(dir / WEIGHTS, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    A later stage and ``mkd eval`` read what a finished stage wrote: a damaged file is
+    one line naming it and how to redo that stage, never a parser's traceback."""
+    from mkdcore.fileio import CorruptFileError, first_line, read_json, read_torch
+
+    remedy = redo_remedy(stage_dir_of(dir))
+    spec = read_json(dir / MODEL_SPEC, "model spec", remedy)
+    try:
+        kind = spec["type"]
+        if kind == "fewshot":
+            model, _ = build_fewshot(Component(**spec["backbone"]), Component(**spec["head"]), spec["frames"])
+        elif kind == "feature_head":
+            model, _ = build_feature_head(Component(**spec["head"]), spec["head"]["options"]["in_dim"], spec["frames"])
+        elif kind == "fusion_teacher":
+            from mkdcore.stages.fuse import build_fusion_teacher
+
+            model, _ = build_fusion_teacher(spec)
+        else:
+            raise TrainingError(f"{dir / MODEL_SPEC}: unknown model type {kind!r}; {remedy}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptFileError(f"model spec {dir / MODEL_SPEC} is corrupt ({first_line(exc)}); {remedy}") from None
+    state = read_torch(dir / WEIGHTS, "model weights", remedy)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CorruptFileError(f"model weights {dir / WEIGHTS} are corrupt (they do not fit {MODEL_SPEC}: "
+                               f"{first_line(exc)}); {remedy}") from None
     return model.to(device).eval(), spec
 
 
 def best_state(stage_dir: Path) -> dict[str, torch.Tensor]:
     """Weights selected on the val split (best.pt), else the last checkpoint."""
+    from mkdcore.fileio import CorruptFileError, read_torch
+
     ckpt = stage_dir / "checkpoints"
     for name in ("best.pt", "last.pt"):
-        if (ckpt / name).exists():
-            return torch.load(ckpt / name, map_location="cpu", weights_only=True)["model"]
+        path = ckpt / name
+        if path.exists():
+            remedy = redo_remedy(stage_dir)
+            state = read_torch(path, "checkpoint", remedy)
+            if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+                raise CorruptFileError(f"checkpoint {path} is corrupt (no model state); {remedy}")
+            return state["model"]
     raise TrainingError(f"{stage_dir}: no checkpoint to select a model from")
 
 
