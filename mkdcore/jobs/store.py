@@ -27,7 +27,8 @@ from pydantic import ValidationError
 
 from mkdcore import names
 from mkdcore.errors import MkdError
-from mkdcore.fileio import CorruptFileError, atomic_write_text, clean_stale_temps, read_text
+from mkdcore import fileio
+from mkdcore.fileio import CorruptFileError, atomic_write_text, clean_stale_temps
 from mkdcore.jobs.model import JobRecord
 
 
@@ -103,9 +104,9 @@ class JobStore:
         if not path.is_file():
             raise JobNotFound(f"no job {job_id!r} in {self.root} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)")
         remedy = f"delete {path.parent} to forget the job"
-        text = read_text(path, "job record", remedy)
+        data = fileio.read_json(path, "job record", remedy)  # not UTF-8, not JSON, not an object: one line
         try:
-            return JobRecord.model_validate_json(text)
+            return JobRecord.model_validate(data)
         except ValidationError as err:
             from mkdcore.registry import format_validation_error
 
