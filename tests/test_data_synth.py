@@ -263,3 +263,41 @@ def test_plugin_renders_when_missing_and_reuses(plugin_manager, tmp_path):
     assert synth.dataset_complete(root, params)
     with pytest.raises(MkdError, match="classes"):
         create("dataset", "synthetic", root=tmp_path / "q", classes=99)
+
+
+def test_next_frames_are_the_original_neighbours(small_root):
+    """``rgb_next_l8`` holds, per sampled frame, the next original frame: same names and
+    size, and much closer to its sampled frame than the next *sampled* frame is."""
+    from mkdcore.data.derive import read_clip
+    from mkdcore.data.layout import DatasetLayout
+    from mkdcore.data import VideoKey
+
+    assert synth.manifest(synth.SynthParams(**SMALL))["next_frames"] == "rgb_next_l8"
+    layout = DatasetLayout(small_root)
+    for c in synth.class_names(6):
+        clip = read_clip(layout, VideoKey(c, "v001"))
+        assert clip.next_frames is not None and clip.next_frames.shape == clip.frames.shape == (8, 32, 32, 3)
+        frames, nxt = clip.frames.astype(np.float32), clip.next_frames.astype(np.float32)
+        to_next = np.abs(nxt - frames).mean()
+        to_sampled = np.abs(frames[1:] - frames[:-1]).mean()
+        assert 0 < to_next < 0.75 * to_sampled, (c, to_next, to_sampled)
+
+
+def test_next_frames_added_to_a_dataset_rendered_without(small_root, tmp_path):
+    """Sampled frames do not depend on next_frames: a dataset rendered without them (or
+    before the option existed) gets exactly the folder a fresh render has, nothing else changes."""
+    import json
+
+    old = synth.render_dataset(tmp_path / "old", **SMALL, next_frames=False)
+    assert not (old / "rgb_next_l8").exists()
+    before = tree_bytes(old)
+    meta = json.loads((old / "synth.json").read_text())
+    del meta["params"]["next_frames"]  # as written before the option existed
+    (old / "synth.json").write_text(json.dumps(meta))
+    assert not synth.dataset_complete(old, synth.SynthParams(**SMALL))
+    synth.render_dataset(old, **SMALL)
+    after = tree_bytes(old)
+    assert {k: v for k, v in after.items() if k in before and k != "synth.json"} == {k: v for k, v in before.items() if k != "synth.json"}
+    assert after == tree_bytes(small_root)
+    with pytest.raises(MkdError, match="next_frames=True"):  # dropping them is a different dataset
+        synth.render_dataset(old, **SMALL, next_frames=False)

@@ -5,6 +5,8 @@ Writes the seed layout::
     ROOT/rgb_l8/<class>/<video>/00000001.jpg ... (frames, 8-digit, 1-based)
     ROOT/depth_l8/...      same names: depth, jet-coloured (near red, far blue)
     ROOT/skeleton_l8/...   same names: joints and limbs on black
+    ROOT/rgb_next_l8/...   same names: the original video's frame after each sampled frame
+                           (``next_frames``, default on; what flow-like modalities pair with)
     ROOT/splits/synth/{train,val,test}list03.txt   "<class>/<video>" lines
     ROOT/synth.json        parameters, classes and the split assignment
 
@@ -19,6 +21,13 @@ Guarantees:
   half-written video that looks finished; a rerun renders only the missing folders.
   ``synth.json`` and the split files are written first, so a different set of parameters
   pointed at the same root is refused instead of mixed in.
+
+Next frames: the sampled frames are a subsample of a denser "original" video; with
+``next_frames`` the frame after each sampled frame in that video is written too
+(``rgb_next_l8``, the folder :func:`mkdcore.data.derive.read_clip` gives to a modality as
+``Clip.next_frames``), so flow is computed between true neighbours, as on real datasets
+that ship them. The sampled frames are byte-identical with or without them, so a dataset
+rendered before the option existed (or with it off) gets them added by a rerun with it on.
 
 Split rule: the C classes are shuffled with the seed, then train takes ``ceil(C/2)``,
 test ``ceil((C - train)/2)`` and val the rest (about 50/25/25%; 20 classes -> 10/5/5,
@@ -46,6 +55,8 @@ from mkdcore.fileio import CorruptFileError, atomic_write_text, read_json
 from mkdcore.parallel import pid_alive, worker_context
 
 MODALITIES: tuple[str, ...] = ("depth", "skeleton", "rgb")  # rgb last: it is what readers see first
+#: the folder of next original frames (:data:`mkdcore.data.derive.NEXT_FRAMES_MODALITY`)
+NEXT_FRAMES = "rgb_next"
 SPLIT_NAME = "synth"
 SPLIT_ID = "03"
 JPEG_QUALITY = 90
@@ -67,6 +78,13 @@ class SynthParams:
     size: int = 112
     seed: int = 0
     frames: int = 8
+    #: also write ``rgb_next_l8`` (the original frame after each sampled frame)
+    next_frames: bool = True
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The folders rendered per video, in writing order (rgb last)."""
+        return (*MODALITIES[:-1], NEXT_FRAMES, MODALITIES[-1]) if self.next_frames else MODALITIES
 
     def validate(self) -> None:
         """One-line errors naming the bad value and the allowed range."""
@@ -121,6 +139,7 @@ def manifest(params: SynthParams) -> dict:
         "classes": names,
         "videos": [video_name(i) for i in range(params.videos_per_class)],
         "modalities": [f"{m}_l8" for m in ("rgb", "depth", "skeleton")],
+        "next_frames": f"{NEXT_FRAMES}_l8" if params.next_frames else None,
         "jpeg_quality": JPEG_QUALITY,
         "split": {"name": SPLIT_NAME, "id": SPLIT_ID, "rule": "shuffle(seed); train ceil(C/2), test ceil(rest/2), val rest"},
         "splits": split_classes(names, params.seed),
@@ -147,7 +166,11 @@ def _prepare_root(root: Path, params: SynthParams) -> dict:
     path = root / MANIFEST
     if path.exists():
         old = read_json(path, "synthetic dataset manifest", "delete it or choose another --out")
-        if old.get("params") != meta["params"] or old.get("format_version") != FORMAT_VERSION:
+        old_params = old.get("params")
+        if isinstance(old_params, dict):  # rendered before next frames existed: it has none
+            old_params = {**old_params, "next_frames": old_params.get("next_frames", False)}
+        adds_next = params.next_frames and old_params == {**meta["params"], "next_frames": False}
+        if (old_params != meta["params"] and not adds_next) or old.get("format_version") != FORMAT_VERSION:
             raise DataError(
                 f"{path}: {root} was rendered with {_describe(old.get('params'))}, "
                 f"not {_describe(meta['params'])}; choose another --out or delete the folder"
@@ -165,8 +188,8 @@ def _video_dir(root: Path, modality: str, class_name: str, video: str) -> Path:
     return root / f"{modality}_l8" / class_name / video
 
 
-def _missing(root: Path, class_name: str, video: str) -> list[str]:
-    return [m for m in MODALITIES if not _video_dir(root, m, class_name, video).is_dir()]
+def _missing(root: Path, class_name: str, video: str, modalities: tuple[str, ...] = MODALITIES) -> list[str]:
+    return [m for m in modalities if not _video_dir(root, m, class_name, video).is_dir()]
 
 
 def video_rng(seed: int, class_name: str, video_index: int) -> np.random.Generator:
@@ -192,19 +215,20 @@ def _clean_stale_tmp(root: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def render_one(root: Path, class_name: str, video_index: int, size: int, frames: int, seed: int) -> bool:
-    """Render one video's missing modality folders; False if it was already complete."""
+def render_one(root: Path, class_name: str, video_index: int, size: int, frames: int, seed: int, next_frames: bool = True) -> bool:
+    """Render one video's missing modality folders (``rgb_next`` too with ``next_frames``);
+    False if it was already complete."""
     from mkdcore.data.synth_render import (
         render_video,  # cv2 only where videos are drawn
     )
 
     video = video_name(video_index)
-    missing = _missing(root, class_name, video)
+    missing = _missing(root, class_name, video, SynthParams(next_frames=next_frames).modalities)
     if not missing:
         return False
     spec = ACTIONS[ACTION_INDEX[class_name]]
-    out = render_video(spec.fn, video_rng(seed, class_name, video_index), size, frames)
-    for modality in missing:  # MODALITIES order: rgb last
+    out = render_video(spec.fn, video_rng(seed, class_name, video_index), size, frames, next_frames=NEXT_FRAMES in missing)
+    for modality in missing:  # SynthParams.modalities order: rgb last
         tmp = root / TMP_DIR / f"{_host()}-{os.getpid()}-{modality}-{class_name}-{video}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -221,12 +245,12 @@ def render_one(root: Path, class_name: str, video_index: int, size: int, frames:
     return True
 
 
-def _render_chunk(args: tuple[Path, list[tuple[str, int]], int, int, int]) -> int:
-    root, jobs, size, frames, seed = args
+def _render_chunk(args: tuple[Path, list[tuple[str, int]], int, int, int, bool]) -> int:
+    root, jobs, size, frames, seed, next_frames = args
     import cv2
 
     cv2.setNumThreads(1)
-    return sum(render_one(root, c, i, size, frames, seed) for c, i in jobs)
+    return sum(render_one(root, c, i, size, frames, seed, next_frames) for c, i in jobs)
 
 
 def _chunks(items: list, n: int) -> Iterator[list]:
@@ -246,7 +270,9 @@ def dataset_complete(root: Path | str, params: SynthParams) -> bool:
     except CorruptFileError:
         return False
     return all(
-        not _missing(root, c, video_name(i)) for c in class_names(params.classes) for i in range(params.videos_per_class)
+        not _missing(root, c, video_name(i), params.modalities)
+        for c in class_names(params.classes)
+        for i in range(params.videos_per_class)
     )
 
 
@@ -259,12 +285,15 @@ def render_dataset(
     frames: int = 8,
     workers: int = 1,
     progress: Progress | None = None,
+    next_frames: bool = True,
 ) -> Path:
     """Render (or finish rendering) the synthetic dataset into ``root``; returns ``root``.
 
     ``progress(done, total)`` is called as videos finish (``done`` counts skipped ones).
+    ``next_frames`` also writes ``rgb_next_l8`` (see the module docstring); turning it on
+    for a dataset rendered without it adds the folder and changes nothing else.
     """
-    params = SynthParams(classes, videos_per_class, size, seed, frames)
+    params = SynthParams(classes, videos_per_class, size, seed, frames, next_frames)
     params.validate()
     if workers < 1:
         raise ConfigError(f"workers={workers} must be at least 1")
@@ -276,19 +305,19 @@ def render_dataset(
     _clean_stale_tmp(root)
     jobs = [(c, i) for c in class_names(classes) for i in range(videos_per_class)]
     total = len(jobs)
-    todo = [job for job in jobs if _missing(root, job[0], video_name(job[1]))]
+    todo = [job for job in jobs if _missing(root, job[0], video_name(job[1]), params.modalities)]
     done = total - len(todo)
     if progress:
         progress(done, total)
     chunk = 4
     if workers == 1 or len(todo) <= chunk:
         for c, i in todo:
-            render_one(root, c, i, size, frames, seed)
+            render_one(root, c, i, size, frames, seed, next_frames)
             done += 1
             if progress:
                 progress(done, total)
     else:
-        tasks = [(root, part, size, frames, seed) for part in _chunks(todo, chunk)]
+        tasks = [(root, part, size, frames, seed, next_frames) for part in _chunks(todo, chunk)]
         with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(["numpy", "cv2", "mkdcore.data.synth"])) as pool:
             for part, _ in zip(tasks, pool.map(_render_chunk, tasks)):
                 done += len(part[1])

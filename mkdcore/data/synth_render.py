@@ -6,12 +6,19 @@ pure function of its seed. Drawing uses OpenCV primitives on uint8 / float32 arr
 (anti-aliased, sub-pixel), which is fast enough to render hundreds of videos a minute on
 one core. The actor is drawn far-to-near (painter's order) so nearer limbs hide farther
 ones, in the RGB image and the depth map alike.
+
+With ``next_frames`` a video also gets, for each sampled frame, the frame that follows it
+in the (denser) original video it was sampled from: the pose a short time later
+(:data:`ORIGINAL_FRAMES_PER_STEP`), the same camera jitter and fresh sensor noise. These
+are what flow-like modalities compare a sampled frame with (``rgb_next_l8``). Their
+randomness is drawn after everything else, so the sampled frames are byte-identical
+with and without them.
 """
 
 from __future__ import annotations
 
 import colorsys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -26,15 +33,23 @@ _SKELETON_PALETTE = [
     tuple(int(255 * c) for c in colorsys.hsv_to_rgb(i / len(BONES), 0.9, 1.0)) for i in range(len(BONES))
 ]
 _LEFT = {J[n] for n in JOINTS if n.startswith("l_")}
+#: the original video is this many times denser than the sampled frames: the next
+#: original frame of sampled frame t lies 1/4 of the way (in time) to sampled frame t+1
+ORIGINAL_FRAMES_PER_STEP = 4
 
 
 @dataclass
 class Frames:
-    """One video's frames as uint8 RGB arrays ``(S, S, 3)``, one list per modality."""
+    """One video's frames as uint8 RGB arrays ``(S, S, 3)``, one list per modality.
+
+    ``rgb_next[t]`` is the original video's frame right after ``rgb[t]`` (empty unless
+    asked for).
+    """
 
     rgb: list[np.ndarray]
     depth: list[np.ndarray]
     skeleton: list[np.ndarray]
+    rgb_next: list[np.ndarray] = field(default_factory=list)
 
 
 def _pt(u: float, v: float) -> tuple[int, int]:
@@ -46,13 +61,16 @@ def _random_colour(rng: np.random.Generator, value_lo: float, value_hi: float, s
     return np.array(colorsys.hsv_to_rgb(h, s, v)) * 255.0
 
 
-def _sample_times(rng: np.random.Generator, frames: int) -> tuple[np.ndarray, float, float]:
-    """Frame times covering the whole action, with random start/end slack and speed warp."""
+def _sample_times(rng: np.random.Generator, frames: int) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Frame times covering the whole action, with random start/end slack and speed warp,
+    and the times of the original frames that follow them (same warp, a short step on)."""
     t0, t1 = rng.uniform(0.0, 0.06), rng.uniform(0.94, 1.0)
     gamma = float(np.exp(rng.uniform(np.log(0.8), np.log(1.25))))
     lin = np.linspace(0.0, 1.0, frames)
+    step = 1.0 / (ORIGINAL_FRAMES_PER_STEP * max(frames - 1, 1))
     times = t0 + (t1 - t0) * lin**gamma
-    return times, float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(0.85, 1.15))
+    next_times = t0 + (t1 - t0) * (lin + step) ** gamma
+    return times, next_times, float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(0.85, 1.15))
 
 
 def _sample_body(rng: np.random.Generator) -> Body:
@@ -115,9 +133,12 @@ def colour_depth(depth: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bgr[..., ::-1])
 
 
-def render_video(action: Action, rng: np.random.Generator, size: int, frames: int) -> Frames:
-    """Render one video of ``action``: ``frames`` frames of ``size`` x ``size`` pixels."""
-    times, phase, amp = _sample_times(rng, frames)
+def render_video(action: Action, rng: np.random.Generator, size: int, frames: int, next_frames: bool = False) -> Frames:
+    """Render one video of ``action``: ``frames`` frames of ``size`` x ``size`` pixels
+    (and, with ``next_frames``, the original frame after each: ``Frames.rgb_next``)."""
+    times, next_times, phase, amp = _sample_times(rng, frames)
+    if next_frames:  # poses of the sampled frames first, then of their next frames
+        times = np.concatenate([times, next_times])
     pose = action(times, phase, amp)
     pose["yaw"] = pose["yaw"] + rng.uniform(-30, 30)
     body = _sample_body(rng)
@@ -130,12 +151,14 @@ def render_video(action: Action, rng: np.random.Generator, size: int, frames: in
     scale = hpx * dist / depth
     u, v = scale * joints[..., 0], -scale * (joints[..., 1] - 0.5)
     margin = body.head_r * hpx + 0.04 * hpx + 1
-    span = max(float(u.max() - u.min()), float(v.max() - v.min())) + 2 * margin
+    sampled = slice(0, frames)  # the camera frames the sampled poses (next frames do not move it)
+    span = max(float(u[sampled].max() - u[sampled].min()), float(v[sampled].max() - v[sampled].min())) + 2 * margin
     if span > 0.96 * size:  # a long walk or a jump at a large scale: zoom out
         shrink = 0.96 * size / span
         hpx, u, v, scale, margin = hpx * shrink, u * shrink, v * shrink, scale * shrink, margin * shrink
-    uc = rng.uniform(margin - u.min(), max(size - margin - u.max(), margin - u.min()))
-    vc = rng.uniform(margin - v.min(), max(size - margin - v.max(), margin - v.min()))
+    u_lo, u_hi, v_lo, v_hi = u[sampled].min(), u[sampled].max(), v[sampled].min(), v[sampled].max()
+    uc = rng.uniform(margin - u_lo, max(size - margin - u_hi, margin - u_lo))
+    vc = rng.uniform(margin - v_lo, max(size - margin - v_hi, margin - v_lo))
     pad = max(1, int(round(0.04 * size)))
     canvas = size + 2 * pad
     u, v = u + uc + pad, v + vc + pad
@@ -165,48 +188,55 @@ def render_video(action: Action, rng: np.random.Generator, size: int, frames: in
     sigma = rng.uniform(2.0, 6.0)
     offsets = pad + rng.integers(-pad, pad + 1, size=(frames, 2))
     noise = rng.standard_normal((frames, size, size, 3), dtype=np.float32) * sigma
+    if next_frames:  # drawn last: the sampled frames do not depend on next_frames
+        noise = np.concatenate([noise, rng.standard_normal((frames, size, size, 3), dtype=np.float32) * sigma])
 
     bone_thick = max(1, int(round(size / 45)))
     joint_r = max(1.0, size / 56)
     out = Frames([], [], [])
-    for t in range(frames):
+    for k in range(len(times)):  # k < frames: sampled frame k; else the next frame of k - frames
+        is_next = k >= frames
+        t = k - frames if is_next else k
         img = background.copy()
         dep = background_depth.copy()
         if distractor is not None:
             start, velocity, radius, colour, d = distractor
-            c = _pt(*(start + velocity * t))
+            c = _pt(*(start + velocity * (t + (1.0 / ORIGINAL_FRAMES_PER_STEP if is_next else 0.0))))
             cv2.circle(img, c, int(radius * _ONE), tuple(colour.tolist()), -1, cv2.LINE_AA, _SHIFT)
             cv2.circle(dep, c, int(radius * _ONE), (float(d),), -1, cv2.LINE_8, _SHIFT)
         items = []  # (depth, kind, data)
         for a, b in BONES:
             colour = torso_c if (a, b) == (J["neck"], J["pelvis"]) else (left_c if b in _LEFT else limb_c)
             width = torso_thick if (a, b) == (J["neck"], J["pelvis"]) else thick
-            items.append((0.5 * (depth[t, a] + depth[t, b]), "line", (a, b, colour, width)))
-        items.append((depth[t, J["head"]], "disc", (J["head"], head_c, head_r[t])))
-        items.append((depth[t, J["nose"]], "disc", (J["nose"], nose_c, max(1.0, 0.3 * head_r[t]))))
+            items.append((0.5 * (depth[k, a] + depth[k, b]), "line", (a, b, colour, width)))
+        items.append((depth[k, J["head"]], "disc", (J["head"], head_c, head_r[k])))
+        items.append((depth[k, J["nose"]], "disc", (J["nose"], nose_c, max(1.0, 0.3 * head_r[k]))))
         items.sort(key=lambda item: -item[0])
         for d, kind, data in items:
             if kind == "line":
                 a, b, colour, width = data
-                pa, pb = _pt(u[t, a], v[t, a]), _pt(u[t, b], v[t, b])
+                pa, pb = _pt(u[k, a], v[k, a]), _pt(u[k, b], v[k, b])
                 cv2.line(img, pa, pb, tuple(colour.tolist()), width, cv2.LINE_AA, _SHIFT)
                 cv2.line(dep, pa, pb, (float(d),), width, cv2.LINE_8, _SHIFT)
             else:
                 j, colour, radius = data
-                c = _pt(u[t, j], v[t, j])
+                c = _pt(u[k, j], v[k, j])
                 cv2.circle(img, c, int(round(radius * _ONE)), tuple(colour.tolist()), -1, cv2.LINE_AA, _SHIFT)
                 cv2.circle(dep, c, int(round(radius * _ONE)), (float(d),), -1, cv2.LINE_8, _SHIFT)
 
+        oy, ox = offsets[t]  # a next frame keeps its sampled frame's camera jitter
+        crop = np.s_[oy : oy + size, ox : ox + size]
+        rgb = np.clip(img[crop] + noise[k], 0, 255).round().astype(np.uint8)
+        if is_next:
+            out.rgb_next.append(rgb)
+            continue  # no ground truth for next frames: only flow-like modalities read them
         skel = np.zeros((canvas, canvas, 3), np.uint8)
         for (a, b), colour in zip(BONES, _SKELETON_PALETTE):
-            cv2.line(skel, _pt(u[t, a], v[t, a]), _pt(u[t, b], v[t, b]), colour, bone_thick, cv2.LINE_AA, _SHIFT)
+            cv2.line(skel, _pt(u[k, a], v[k, a]), _pt(u[k, b], v[k, b]), colour, bone_thick, cv2.LINE_AA, _SHIFT)
         for j in range(len(JOINTS)):
             r = joint_r * (2.0 if j == J["head"] else 1.0)
-            cv2.circle(skel, _pt(u[t, j], v[t, j]), int(round(r * _ONE)), (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
-
-        oy, ox = offsets[t]
-        crop = np.s_[oy : oy + size, ox : ox + size]
-        out.rgb.append(np.clip(img[crop] + noise[t], 0, 255).round().astype(np.uint8))
+            cv2.circle(skel, _pt(u[k, j], v[k, j]), int(round(r * _ONE)), (255, 255, 255), -1, cv2.LINE_AA, _SHIFT)
+        out.rgb.append(rgb)
         out.depth.append(colour_depth(dep[crop]))
         out.skeleton.append(np.ascontiguousarray(skel[crop]))
     return out
