@@ -103,6 +103,15 @@ def main(argv: list[str] | None = None) -> None:
     except MkdError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:
+        # the machine, not mkd or the user's input: a full disk, a file-size limit, a
+        # permission; say which file (appends to logs and metrics are not worth a
+        # wrapper each). Finished stages are untouched: manifests are written last.
+        from mkdcore.fileio import describe_os_error
+
+        where = f" {exc.filename}" if exc.filename else ""
+        click.echo(f"error: cannot read or write{where}: {describe_os_error(exc)}", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
