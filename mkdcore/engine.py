@@ -30,7 +30,7 @@ import torch
 
 from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
-from mkdcore.fileio import CorruptFileError, atomic_torch_save, clean_stale_temps, read_torch
+from mkdcore.fileio import CorruptFileError, append_line, atomic_torch_save, clean_stale_temps, read_torch
 from mkdcore.progress import ProgressReporter
 
 CHECKPOINT_NAME = "last.pt"
@@ -247,8 +247,7 @@ class EpisodicTrainer:
         self.metrics_path.write_text("".join(k + "\n" for k in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
-        with self.metrics_path.open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_line(self.metrics_path, json.dumps(record), "metrics")
 
     # ---------------------------------------------------------------- loop
     def _set_lr(self, task: int, step: int) -> float:

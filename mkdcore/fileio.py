@@ -240,3 +240,13 @@ def clean_stale_temps(folder: Path, alive: Callable[[int], bool] | None = None) 
         _unlink_quietly(entry)
         removed += 1
     return removed
+
+
+def append_line(path: Path, line: str, what: str = "log") -> None:
+    """Append one line (metrics, logs); a full disk is one line naming the file. A line
+    cut short by a kill is tolerated by the readers (they skip unparsable lines)."""
+    try:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line.rstrip("\n") + "\n")
+    except OSError as exc:
+        raise StorageError(f"cannot append to {what} {path}: {describe_os_error(exc)}") from None

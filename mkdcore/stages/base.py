@@ -91,8 +91,9 @@ class StageContext:
 
     def log(self, message: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        with (self.dir / "log.txt").open("a") as fh:
-            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        from mkdcore.fileio import append_line
+
+        append_line(self.dir / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", "stage log")
 
 
 def plugin_packages(components: list[tuple[str, str]]) -> dict[str, str]:
