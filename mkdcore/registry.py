@@ -155,7 +155,8 @@ class Registry:
             if spec is not None and variant:
                 return spec, {"variant": variant}
         known = ", ".join(self.names(kind)) or "(none)"
-        raise PluginError(f"unknown {kind} {name!r}; registered {kind}s: {known}{self.missing_plugins_hint()}")
+        plural = HOOK_OF_KIND[kind].removeprefix("register_")  # "modalities", not "modalitys"
+        raise PluginError(f"unknown {kind} {name!r}; registered {plural}: {known}{self.missing_plugins_hint()}")
 
     def get(self, kind: str, name: str) -> PluginSpec:
         return self.resolve(kind, name)[0]
