@@ -12,21 +12,45 @@ from mkdcore import api
 from mkdcore.models.relations import support_relations
 
 
+def spec_positional_table(length: int, dim: int, scale: float = 0.1) -> torch.Tensor:
+    """Spec 3.3, written out: PE[p, 2i] = sin(p / 10000^(2i/d)), PE[p, 2i+1] = cos(p / 10000^(2i/d)), times 0.1."""
+    table = [[0.0] * dim for _ in range(length)]
+    for p in range(length):
+        for i in range(0, dim, 2):
+            angle = p / 10000 ** (i / dim)
+            table[p][i] = scale * math.sin(angle)
+            if i + 1 < dim:
+                table[p][i + 1] = scale * math.cos(angle)
+    return torch.tensor(table)
+
+
+def _linear(x: torch.Tensor, layer: torch.nn.Linear) -> torch.Tensor:
+    return x @ layer.weight.t() + layer.bias
+
+
+def _layer_norm(x: torch.Tensor, norm: torch.nn.LayerNorm, eps: float = 1e-5) -> torch.Tensor:
+    mean = x.mean(-1, keepdim=True)
+    var = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * norm.weight + norm.bias
+
+
 def reference_trx_cardinality(t, support, labels, queries):
-    """The original TemporalCrossTransformer, loop per class and per query (spec 3.3)."""
+    """The original TemporalCrossTransformer, loop per class and per query (spec 3.3), with the
+    positional table from the spec formula and the layers as plain matrix algebra on their weights."""
     tuples = [torch.tensor(c) for c in itertools.combinations(range(support.shape[1]), t.cardinality)]
-    pe = t.pe.pe[: support.shape[1]]
-    s, q = support + pe, queries + pe
+    pe = spec_positional_table(support.shape[1], support.shape[2])
+    s, q = support + pe, queries + pe  # eval: dropout is the identity
     s = torch.stack([s[:, idx].reshape(s.shape[0], -1) for idx in tuples], dim=1)
     q = torch.stack([q[:, idx].reshape(q.shape[0], -1) for idx in tuples], dim=1)
-    s_k, s_v = t.norm_k(t.k_linear(s)), t.v_linear(s)
-    q_k, q_v = t.norm_k(t.k_linear(q)), t.v_linear(q)
+    s_k, s_v = _layer_norm(_linear(s, t.k_linear), t.norm_k), _linear(s, t.v_linear)
+    q_k, q_v = _layer_norm(_linear(q, t.k_linear), t.norm_k), _linear(q, t.v_linear)
+    d_out = t.v_linear.weight.shape[0]
     way = int(labels.max()) + 1
     logits = torch.zeros(q.shape[0], way)
     for c in range(way):
         ks, vs = s_k[labels == c], s_v[labels == c]  # (K, n, D')
         for i in range(q.shape[0]):
-            scores = torch.einsum("ad,kbd->akb", q_k[i], ks) / math.sqrt(t.out_dim)
+            scores = torch.einsum("ad,kbd->akb", q_k[i], ks) / math.sqrt(d_out)
             attn = scores.reshape(len(tuples), -1).softmax(-1).reshape(scores.shape)
             proto = torch.einsum("akb,kbd->ad", attn, vs)
             logits[i, c] = -((q_v[i] - proto) ** 2).sum() / len(tuples)
@@ -77,6 +101,29 @@ def test_logits_do_not_depend_on_support_order(name):
         b = head(support[perm], labels[perm], queries)
     torch.testing.assert_close(a["logits"], b["logits"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(a["relations"], b["relations"], rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("seq_len,dim", [(4, 32), (8, 6)])
+def test_positional_table_is_the_spec_formula(seq_len, dim):
+    """Fixed sin/cos table, scaled by 0.1, int(1.5 * seq_len) rows (spec 3.3)."""
+    head = api.create("head", "trx", in_dim=dim, out_dim=8, temporal_set=[2], seq_len=seq_len)
+    table = head.transformers[0].pe.pe
+    assert table.shape == (int(1.5 * seq_len), dim)
+    torch.testing.assert_close(table, spec_positional_table(int(1.5 * seq_len), dim), rtol=1e-5, atol=1e-6)
+
+
+def test_positional_encoding_is_added_to_every_frame_then_dropout():
+    """x + PE in eval; in training each element of x + PE is dropped or scaled by 1 / (1 - p)."""
+    head = api.create("head", "trx", in_dim=8, out_dim=4, temporal_set=[2], seq_len=4, dropout=0.5)
+    pe_module = head.transformers[0].pe
+    x = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    expected = x + spec_positional_table(4, 8)
+    torch.testing.assert_close(pe_module.eval()(x), expected, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    out = pe_module.train()(x)
+    kept = out != 0
+    assert 0 < kept.sum() < out.numel()
+    torch.testing.assert_close(out[kept], expected[kept] / 0.5, rtol=1e-5, atol=1e-6)
 
 
 def test_mean_distance_equals_definition():
