@@ -41,8 +41,9 @@ def _frame(how: str, index: int = 1):
 def _keep_frames(n: int):
     def edit(ws: Workspace, root: Path) -> None:
         cls, video = first_video(root)
-        for p in sorted((root / "rgb_l8" / cls / video).glob("*.jpg"))[n:]:
-            p.unlink()
+        for mod in root.glob("*_l8"):  # every modality, so the only problem is the frame count
+            for p in sorted((mod / cls / video).glob("*"))[n:]:
+                p.unlink()
     return edit
 
 
@@ -109,8 +110,9 @@ CASES = [
     Case("import-missing-dir", "videos", "`mkd data import` of a folder that does not exist",
          "Names the folder", argv=("data", "import", "{ws}/novideos", "--out", "{ws}/imported"), expect_in_error="novideos"),
     Case("import-not-a-video", "videos", "`mkd data import` of a `.mp4` that holds text",
-         "Names the file it cannot decode; imports nothing as if it were good",
+         "Lists it as failed (one line naming the file, exit 1); imports nothing as if it were good",
          argv=("data", "import", "{ws}/videos", "--out", "{ws}/imported"), setup=_fake_video, expect_in_error="v1.mp4",
+         expect_exit=1, error_prefix="failed:",
          forbid_new=("imported/rgb_l8/*/*/*",)),
     # ---------------------------------------------------------------- splits
     Case("split-empty", "splits", "Empty `trainlist03.txt`",

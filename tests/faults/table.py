@@ -56,6 +56,7 @@ class Case:
     call: Callable[["Workspace"], "Outcome"] | None = None
     check: Callable[["Workspace", "Outcome"], None] | None = None
     awaiting: str | None = None  # xfail(strict) reason while the fix has not landed
+    error_prefix: str = "error:"  # report commands (data import) list failures as "failed: ..." lines
 
     def __post_init__(self) -> None:
         if self.area not in AREAS:

@@ -182,8 +182,8 @@ def build_template(base: Path) -> Path:
               "--shot", str(e.shot), "--query", str(e.query_test), "--out", str(ws.episodes)])
     except SystemExit as exc:
         assert not exc.code, "mkd data episodes failed while building the fault template"
-    # one job record, as `mkd submit` writes it, queued on a broker that never sees it
-    members = load_members(ws.cfg, [], [], check_plugins=False)
+    # one job record, as `mkd submit` writes it, its first unfinished stage queued on a broker that never sees it
+    members = load_members(ws.cfg, ["training.tasks=5"], [], check_plugins=False)  # students not done: queued
     jobs = [build_job(m, name=None, group=None, priority=5, queue="mkd", code=None, grace_s=1.0, max_attempts=3)
             for m in members]
     record_and_dispatch(jobs, lambda job, stage: None)
