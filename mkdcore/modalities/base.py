@@ -22,7 +22,8 @@ modality the same way. A new modality is one small class plus an entry point::
 
 The derive runner (:mod:`mkdcore.data.derive`) does the rest: walking the dataset,
 skipping finished videos, writing each video atomically, process pools for CPU
-methods and batching for GPU models.
+methods and batching for GPU models. :mod:`mkdcore.testing` has the helpers to test a
+modality (a tiny dataset, the output contract, a derive-and-train run).
 """
 
 from __future__ import annotations
@@ -39,14 +40,32 @@ if TYPE_CHECKING:  # torch is only needed to decode for training
 
 @dataclass
 class Clip:
-    """The frames of one video, as derive sees them.
+    """The frames of one video, as the derive runner hands them to :meth:`Modality.derive`.
 
-    ``frames``: the sampled RGB frames, uint8 ``(T, H, W, 3)`` (usually T = 8).
-    ``next_frames``: for each sampled frame, the frame that follows it in the original
-    video (uint8 ``(T, H, W, 3)``), when the dataset has them (``<root>/rgb_next_l8/``
-    with the RGB file names); ``None`` otherwise. Only flow-like modalities use them.
-    ``key``: ``(class_name, video)`` of the video, for messages.
-    ``names``: the frame file names (``00000001.jpg`` ...), in order.
+    Built by :func:`mkdcore.data.derive.read_clip` (decoded with OpenCV, converted to RGB).
+
+    ``frames``
+        numpy uint8 ``(T, H, W, 3)``, channels in **RGB** order (not OpenCV's BGR). One
+        entry per image file of the video's RGB folder ``<root>/rgb_l8/<class>/<video>/``,
+        in file-name order: T is however many files the dataset stores (8 in the
+        Lite-MKD seed layout and the synthetic dataset; the loader samples training frames
+        from them later). These are *sampled* frames: frame t+1 may be far later in the
+        original video than frame t.
+    ``next_frames``
+        ``None``, or numpy uint8 ``(T, H, W, 3)`` RGB with the same shape as ``frames``:
+        ``next_frames[t]`` is the frame that directly follows ``frames[t]`` in the
+        original video (one original frame later, *not* ``frames[t + 1]``). The runner
+        fills it when the dataset has the folder ``<root>/rgb_next_l8/<class>/<video>/``
+        beside ``rgb_l8`` with the same file names (the synthetic dataset writes it by
+        default; a video whose folder lacks a name fails); otherwise it is ``None``. Only
+        motion modalities need it (flow pairs ``frames[t] -> next_frames[t]``); one that
+        cannot work without it sets ``needs_neighbours = True`` and the runner fails such
+        videos without calling derive.
+    ``key``
+        ``(class_name, video)`` of the video, for messages; ``None`` for a clip built by hand.
+    ``names``
+        the T file names in order (``00000001.jpg`` ...): ``names[t]`` is the file of
+        ``frames[t]``, of ``next_frames[t]`` and of the image derived from them.
     """
 
     frames: np.ndarray
