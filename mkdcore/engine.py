@@ -217,8 +217,13 @@ class EpisodicTrainer:
             (self.ckpt_dir / BEST_NAME).unlink(missing_ok=True)
             return 0, 0, (None, None)
         state = load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingError(f"checkpoint {path} does not fit this stage's model ({reason}); "
+                                f"delete {path} to start the stage over") from None
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(_rng_from_tensors(state["rng"]))

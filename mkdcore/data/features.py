@@ -68,7 +68,10 @@ class FeatureStore:
             raise DataError(f"no feature for video {key} in {self.dir}") from None
         except (ValueError, OSError, EOFError) as exc:
             raise DataError(f"feature of video {key} is unreadable ({exc}): {path}") from None
-        self.check_shape(key, arr.shape, path)
+        frames, dim = self.check_shape(key, arr.shape, path)
+        # every feature of a store has one (T, D): the first one read fixes what was not given
+        self.frames = frames if self.frames is None else self.frames
+        self.dim = dim if self.dim is None else self.dim
         return arr.reshape(arr.shape[-2:]) if arr.ndim == 3 else arr
 
     def exists(self, key: VideoKey) -> bool:

@@ -317,8 +317,10 @@ def val_episodes(cfg: ExperimentConfig, n: int, query: int | None = None, which:
     return sampler.take(n)
 
 
-def feature_caches_for(store_dirs: Mapping[str, Path], keys: Iterable[VideoKey]) -> dict[str, dict[VideoKey, np.ndarray]]:
-    stores = {name: FeatureStore(d) for name, d in store_dirs.items()}
+def feature_caches_for(store_dirs: Mapping[str, Path], keys: Iterable[VideoKey], frames: int | None = None) -> dict[str, dict[VideoKey, np.ndarray]]:
+    """``{store: {video: (T, D) float32}}``; every file is checked to be ``(frames, D)``
+    with one ``D`` per store (a wrong one is one line naming the video and file)."""
+    stores = {name: FeatureStore(d, frames=frames) for name, d in store_dirs.items()}
     keys = list(keys)
     return {name: {k: s.load(k).astype(np.float32) for k in keys} for name, s in stores.items()}
 

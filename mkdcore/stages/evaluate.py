@@ -70,13 +70,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
         if node.kind == "features":
             m = node.params["modality"]
             teacher, _ = load_model(ctx.nodes[f"teacher:{m}"].stage_dir / "model", device)
-            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys)
+            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys, cfg.data.frames)
             scores = score_episodes(episodes, lambda ep, t=teacher, c=caches: branch_logits(t.head, ep, c, device))
             teacher_costs[m] = fewshot_cost(teacher, cfg)
             record(f"teacher:{m}", "teacher", scores, teacher_costs[m], {"modality": m})
         elif node.kind == "mm_features":
             fusion_teacher, spec = load_model(ctx.nodes["fuse"].stage_dir / "model", device)
-            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys)
+            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys, cfg.data.frames)
             scores = score_episodes(episodes, lambda ep: branch_logits(fusion_teacher.head, ep, caches, device))
             record("teacher:mfm", "teacher", scores, mfm_teacher_cost(fusion_teacher, teacher_costs, cfg), {"modalities": spec["modalities"]})
         elif node.kind == "student":

@@ -83,7 +83,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     f = cfg.fusion
     mods = list(cfg.modalities.names)
     stores = {m: ctx.dep(f"features:{m}").stage_dir / "features" for m in mods}
-    caches = feature_caches_for(stores, all_keys(cfg))
+    caches = feature_caches_for(stores, all_keys(cfg), cfg.data.frames)
     dim = next(iter(next(iter(caches.values())).values())).shape[1]
     spec = fusion_spec(ctx, dim)
     seed_everything(f.training.seed)  # initial weights depend on the seed only, not on what ran before

@@ -21,7 +21,7 @@ def run(ctx: StageContext, batch: int = 64) -> dict[str, Any]:
     out = FeatureStore(ctx.dir / "features")
     every = all_keys(cfg)
     keys = [k for k in every if not out.exists(k)]
-    caches = feature_caches_for(stores, keys)
+    caches = feature_caches_for(stores, keys, cfg.data.frames)
     progress = ctx.progress(len(keys), unit="videos")
     progress.start()
     for i in range(0, len(keys), batch):

@@ -89,8 +89,7 @@ CASES = [
     Case("features-truncated", "features", "A feature file cut in half", "Names the feature file",
          argv=FUSE, setup=_features("truncate"), expect_in_error="v0", unprotected=("@fuse",)),
     Case("features-wrong-shape", "features", "A feature file of shape (2, 3) instead of (T, D)",
-         "Names the video and both shapes", argv=FUSE, setup=_features("shape"), expect_in_error="v0", unprotected=("@fuse",),
-         awaiting="a (2, 3) feature file escapes as a torch RuntimeError at fuse (shape not checked on load)"),
+         "Names the video and both shapes", argv=FUSE, setup=_features("shape"), expect_in_error="v0", unprotected=("@fuse",)),
     Case("features-missing", "features", "A feature file deleted", "Names the missing video",
          argv=FUSE, setup=_features("missing"), expect_in_error="v0", unprotected=("@fuse",)),
     # ----------------------------------------------------------- checkpoints
@@ -107,8 +106,7 @@ CASES = [
          expect_in_error="last.pt", unprotected=STAGE_LOGS),
     Case("ckpt-foreign", "checkpoints", "`last.pt` of another stage (the fuse stage's) copied over the student's",
          "Says the checkpoint does not fit this stage, naming it", argv=BASELINE, setup=_ckpt("foreign"),
-         expect_in_error="last.pt", unprotected=STAGE_LOGS,
-         awaiting="load_state_dict's multi-line RuntimeError escapes (checkpoint not matched to the stage)"),
+         expect_in_error="last.pt", unprotected=STAGE_LOGS),
     # ---------------------------------------------------------------- models
     Case("model-pt-garbage-eval", "models", "A finished student's `model/model.pt` overwritten with junk, `mkd eval`",
          "Names model.pt and the remedy", argv=EVAL, setup=_model("model.pt", "garbage"), expect_in_error="model.pt"),
