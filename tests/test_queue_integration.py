@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import psutil
 import pytest
@@ -59,8 +58,7 @@ def test_killed_worker_stage_resumes_elsewhere_without_duplicate(queue):
     # machine `a` dies mid-stage: `mkd worker` and its Celery worker (a lone Celery worker
     # killed would be restarted by `mkd worker`: tests/test_queue_robust.py)
     os.killpg(machine_a.pid, signal.SIGKILL)
-    wait_for(lambda: not stage_proc.is_running() or stage_proc.status() == psutil.STATUS_ZOMBIE, 10,
-             "the orphaned stage to die with its worker")
+    wait_for(lambda: not _alive(stage_proc), 10, "the orphaned stage to die with its worker")
     done = q.wait_state(job.id, ("succeeded", "failed"), timeout=90)
     assert done.state == "succeeded", [(s.name, s.state, s.message) for s in done.stages]
     teacher = done.stage("teacher:rgb")
@@ -80,11 +78,11 @@ def test_cancel_running_job_ends_its_process_group_then_retry_resumes(queue):
     pid = _stage(q, job.id, "teacher:rgb").pid
     group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pid]
     assert group, "the stage runs in its own process group"
-    t0 = time.monotonic()
+    # cancel returns once the group is gone; exit code 143 below shows SIGTERM ended the stage
+    # (it checkpointed), not the SIGKILL after the grace: no wall-clock bound needed
     out = q.mkd("cancel", job.id, "--grace", "5")
     assert out.returncode == 0, out.stderr
-    assert time.monotonic() - t0 < 15
-    assert not [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pid and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pid and _alive(p)]
     rec = q.store().load(job.id)
     assert rec.state == "cancelled" and rec.stage("teacher:rgb").exit_code == 143  # checkpointed on SIGTERM
     assert all(s.state in ("succeeded", "cancelled") for s in rec.stages)
@@ -94,6 +92,14 @@ def test_cancel_running_job_ends_its_process_group_then_retry_resumes(queue):
     assert done.state == "succeeded"
     starts = [ln for ln in q.runs_log() if ln.startswith("teacher:rgb ") and " start " in ln]
     assert len(starts) == 2 and "from=0" not in starts[1]
+
+
+def _alive(proc: psutil.Process) -> bool:
+    """Running and not a zombie; False when it exits while we look (no NoSuchProcess race)."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _pgid(pid: int) -> int | None:
@@ -167,17 +173,31 @@ def test_unknown_job_is_one_line_not_pending(queue):
     assert out.stderr.strip().splitlines() == [f"error: no job 'nope' in {queue.runs / 'jobs'} (see `mkd status`; set --runs-dir or MKD_RUNS_DIR)"]
 
 
-def test_status_answers_fast_with_a_dead_worker(queue):
+def test_status_answers_fast_with_a_dead_worker(queue, monkeypatch):
+    """A killed worker turns ``unknown`` once its heartbeat is stale, and status never waits on a
+    worker: no Celery broadcast (inspect/ping) at all, so no timeout to sit through."""
+    from celery.app.control import Control
+
+    from mkdcore.jobs.status import collect
+
     q = queue
     proc = q.start_worker("w1")
     os.killpg(proc.pid, signal.SIGKILL)
-    time.sleep(3.5)  # > MKD_STALE_AFTER
-    t0 = time.monotonic()
-    out = q.mkd("status", "--json")
-    took = time.monotonic() - t0
-    data = json.loads(out.stdout)
-    assert data["workers"][0]["state"] == "unknown"
-    assert took < 5  # interpreter start included; no inspect round-trip
+    proc.wait(10)
+
+    def shows_unknown():
+        out = q.mkd("status", "--json")
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)["workers"][0]["state"] == "unknown"
+
+    wait_for(shows_unknown, 60, "mkd status to show the killed worker as unknown", every=0.5)
+
+    def no_broadcast(*args, **kwargs):
+        raise AssertionError("mkd status must not wait on workers (Celery broadcast/inspect)")
+
+    monkeypatch.setattr(Control, "broadcast", no_broadcast)
+    data = collect(q.store(), q.server.url, stale_after=float(q.env["MKD_STALE_AFTER"]))
+    assert [w["state"] for w in data["workers"]] == ["unknown"]
 
 
 @pytest.mark.slow
