@@ -9,7 +9,7 @@ simonw/llm): a plugin calls it once per component it provides::
     def register_heads(register):
         register("my_head", MyHead, options=MyHeadOptions, description="...")
 
-``register(name, factory, options=None, description=None)``:
+``register(name, factory, options=None, description=None, **capabilities)``:
 
 * ``name``: what configs and :func:`mkdcore.api.create` use. A name ending in ``:*``
   (e.g. ``"timm:*"``) is a wildcard: ``create("backbone", "timm:convnext_tiny")``
@@ -19,6 +19,20 @@ simonw/llm): a plugin calls it once per component it provides::
 * ``options``: a pydantic model of the factory's options. Unknown options are errors
   naming the option; ``None`` means the factory takes no options.
 * ``description``: one line for ``mkd plugins``; defaults to the factory's docstring.
+* ``capabilities``: what the component declares about itself, so that core code never
+  tests a component's name. Known today (:data:`mkdcore.registry.CAPABILITIES`, with
+  the default assumed when a component declares nothing): a distiller's
+  ``needs_teacher`` (``True``; ``register("ce", CE, needs_teacher=False)`` gives its
+  student no teacher stages). An unknown capability is an error.
+
+Options the pipeline fills in: widths and sizes are known only when models are built
+(after the config is validated), so the pipeline sets these options *if the
+component's options model declares them* and the config does not set them: a head's
+``in_dim`` (the backbone's ``out_dim``, or the fusion's ``dim``) and ``seq_len``
+(``data.frames``); a fusion's ``dim`` (the teachers' feature width), ``seq_len`` and
+``modalities`` (``modalities.names``); a distiller's ``tasks_per_batch``
+(``training.tasks_per_batch``, to scale its terms as the engine accumulates). A
+component that does not declare one of them never receives it.
 
 The hooks are called once, lazily, the first time a registry is needed (after every
 plugin from the ``mkd`` entry-point group has been registered with the manager).
@@ -48,6 +62,7 @@ class Register(Protocol):
         factory: Callable[..., Any],
         options: type | None = None,
         description: str | None = None,
+        **capabilities: Any,
     ) -> None: ...
 
 
@@ -75,7 +90,8 @@ def register_heads(register: Register) -> None:
     Called once when the head registry is first needed. A head is an ``nn.Module``
     called as ``head(support (Ns, T, D), support_labels (Ns,), queries (Nq, T, D))``
     returning a dict with ``"logits"`` ``(Nq, W)``, column ``c`` belonging to support
-    label ``c``, plus named extras (e.g. ``"support_relations"``). Nothing may assume
+    label ``c``, plus named extras: ``"relations"`` ``(W, W-1)``, the inter-prototype
+    relations of the support set that the D2M distiller reads. Nothing may assume
     a fixed way, shot, query count, frame count or width.
     """
 
@@ -135,7 +151,8 @@ def register_datasets(register: Register) -> None:
 def register_commands(cli: Any) -> None:
     """Add commands to the ``mkd`` click group.
 
-    Called once when the CLI starts, after the built-in commands are attached;
-    ``cli`` is the top-level ``click.Group``: use ``@cli.command()`` or
-    ``cli.add_command(...)``.
+    Called lazily, the first time the CLI needs a command that is not built in, or
+    lists its commands (``mkd --help`` shows plugin commands beside the built-in ones);
+    never for built-in commands, so they do not import plugins. ``cli`` is the
+    top-level ``click.Group``: use ``@cli.command()`` or ``cli.add_command(...)``.
     """

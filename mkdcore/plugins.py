@@ -28,7 +28,7 @@ import pluggy
 
 from mkdcore import hookspecs
 from mkdcore.errors import PluginError
-from mkdcore.registry import HOOK_OF_KIND, BrokenPlugin, PluginSpec, Registry, describe
+from mkdcore.registry import CAPABILITIES, HOOK_OF_KIND, BrokenPlugin, PluginSpec, Registry, describe
 
 ENTRY_POINT_GROUP = "mkd"
 
@@ -141,9 +141,15 @@ class PluginManager:
     def _make_register(self, registry: Registry, kind: str, plugin_name: str) -> Callable[..., None]:
         package, version = self._sources.get(plugin_name, (plugin_name, ""))
 
-        def register(name: str, factory: Callable[..., Any], options: type | None = None, description: str | None = None) -> None:
+        def register(name: str, factory: Callable[..., Any], options: type | None = None, description: str | None = None,
+                     **capabilities: Any) -> None:
             if not isinstance(name, str) or not name:
                 raise PluginError(f"plugin {plugin_name!r} registered a {kind} with an invalid name {name!r}")
+            known = CAPABILITIES.get(kind, {})
+            unknown = sorted(set(capabilities) - set(known))
+            if unknown:
+                raise PluginError(f"plugin {plugin_name!r} registered {kind} {name!r} with unknown capability "
+                                  f"{unknown[0]!r}; a {kind} may declare: {', '.join(known) or 'nothing'}")
             registry.add(
                 PluginSpec(
                     kind=kind,
@@ -154,6 +160,7 @@ class PluginManager:
                     plugin=plugin_name,
                     package=package,
                     version=version,
+                    capabilities=dict(capabilities),
                 )
             )
 

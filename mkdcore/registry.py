@@ -29,6 +29,15 @@ HOOK_OF_KIND: dict[str, str] = {
 
 WILDCARD_SUFFIX = ":*"
 
+#: What a component may declare about itself when it registers (``register(...,
+#: needs_teacher=False)``), per kind, with the value the pipeline assumes when it
+#: declares nothing. Core code asks a component's spec (:meth:`PluginSpec.capability`),
+#: never its name, so a third-party component gets the same treatment as a built-in.
+CAPABILITIES: dict[str, dict[str, Any]] = {
+    # a distiller that never looks at a teacher: its student needs no teacher stages
+    "distiller": {"needs_teacher": True},
+}
+
 
 @dataclass(frozen=True)
 class PluginSpec:
@@ -42,6 +51,11 @@ class PluginSpec:
     plugin: str
     package: str
     version: str
+    capabilities: dict[str, Any] = field(default_factory=dict)
+
+    def capability(self, name: str) -> Any:
+        """A declared capability, else the kind's documented default (:data:`CAPABILITIES`)."""
+        return self.capabilities.get(name, CAPABILITIES[self.kind][name])
 
     @property
     def is_wildcard(self) -> bool:
@@ -67,6 +81,7 @@ class PluginSpec:
             "description": self.description,
             "options": self.options.model_json_schema() if self.options else None,
             "options_summary": self.options_summary(),
+            "capabilities": {**CAPABILITIES.get(self.kind, {}), **self.capabilities},
             "broken": False,
         }
 

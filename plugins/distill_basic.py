@@ -141,6 +141,7 @@ class FeatureMSEDistiller(KDDistiller):
 
 @hookimpl
 def register_distillers(register):
-    register("ce", CEDistiller, options=CEOptions, description="no distillation: cross-entropy on the student logits")
+    register("ce", CEDistiller, options=CEOptions, description="no distillation: cross-entropy on the student logits",
+             needs_teacher=False)
     register("kd", KDDistiller, options=KDOptions, description="CE + weight x temperature KD onto branch-1 logits")
     register("feature_mse", FeatureMSEDistiller, options=FeatureMSEOptions, description="CE + KD + MSE between student and teacher features")

@@ -246,3 +246,74 @@ def test_plugin_whose_hook_raises_is_skipped():
     assert pm.registry.names("head") == [] and "RuntimeError: boom" in pm.broken["half"].error
     with pytest.raises(PluginError, match="half .package half-pkg: RuntimeError: boom"):
         pm.registry.get("head", "half_head")
+
+
+# ------------------------------------------------------------------ capabilities
+def _distiller_plugin(name: str, **capabilities):
+    import torch
+
+    class NoTeacher(torch.nn.Module):
+        def forward(self, student, teacher, labels):
+            loss = torch.nn.functional.cross_entropy(student["logits"], labels)
+            return {"total": loss, "ce": loss}
+
+    mod = types.ModuleType(f"{name}_plugin")
+
+    @hookimpl
+    def register_distillers(register):
+        register(name, NoTeacher, description="third-party", **capabilities)
+
+    mod.register_distillers = register_distillers
+    return mod
+
+
+def test_a_third_party_distiller_that_needs_no_teacher_gets_no_teacher_stages(plugin_manager):
+    """Core asks the component's declared capability, never its name (there was a
+    hard-coded {"ce"} in the DAG)."""
+    from pathlib import Path
+
+    from mkdcore.config import load_config
+    from mkdcore.stages.dag import plan
+
+    plugin_manager.register(_distiller_plugin("plain", needs_teacher=False), name="plain", package="x", version="1")
+    smoke = Path(__file__).parents[1] / "configs" / "smoke.yaml"
+    names = [n.name for n in plan(load_config(smoke, ["distillation.distiller.name=plain", "distillation.baseline=null"]))]
+    assert "student:lite-mkd" in names and not any(n.startswith(("teacher", "fuse", "derive", "mm_")) for n in names)
+    with_teacher = [n.name for n in plan(load_config(smoke, []))]
+    assert "fuse" in with_teacher
+    assert api.get("distiller", "ce").capability("needs_teacher") is False
+    assert api.get("distiller", "d2m").capability("needs_teacher") is True  # the default
+
+
+def test_an_unknown_capability_is_an_error_naming_it(plugin_manager):
+    plugin_manager.register(_distiller_plugin("odd", needs_techer=False), name="odd", package="x", version="1")
+    with pytest.raises(PluginError, match="needs_techer"):
+        api.get("distiller", "odd")
+
+
+def test_plugin_commands_are_listed_in_help():
+    import click
+
+    mod = types.ModuleType("cmd_plugin")
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command(name="hello-plugin")
+        def hello() -> None:
+            """Say hello from a plugin."""
+            click.echo("hello")
+
+    mod.register_commands = register_commands
+    from mkdcore import plugins as plugin_module
+    from mkdcore.cli.main import RootGroup
+
+    manager = PluginManager()
+    manager.register(mod, name="cmdplug", package="x", version="1")
+    previous = plugin_module.set_manager(manager)
+    root = RootGroup(name="mkd", lazy_commands={})
+    try:
+        ctx = click.Context(root)
+        assert "hello-plugin" in root.list_commands(ctx)
+        assert "Say hello" in root.get_help(ctx)
+    finally:
+        plugin_module.set_manager(previous)

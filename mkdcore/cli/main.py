@@ -8,7 +8,6 @@ through the ``register_commands`` hook.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
 
@@ -38,16 +37,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def _available(spec: str) -> bool:
-    module = spec.split(":")[0]
-    return importlib.util.find_spec(module) is not None
-
-
 class LazyGroup(click.Group):
     """A group whose commands are imported only when used.
 
-    ``lazy_commands`` maps a command name to ``"module:attribute"``; a command whose
-    module does not exist (yet) is not listed.
+    ``lazy_commands`` maps a command name to ``"module:attribute"``.
     """
 
     def __init__(self, *args, lazy_commands: dict[str, str] | None = None, **kwargs) -> None:
@@ -55,34 +48,42 @@ class LazyGroup(click.Group):
         self.lazy_commands = lazy_commands or {}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        lazy = [name for name, spec in self.lazy_commands.items() if _available(spec)]
-        return sorted(set(lazy) | set(self.commands))
+        return sorted(set(self.lazy_commands) | set(self.commands))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.commands:
             return self.commands[name]
         spec = self.lazy_commands.get(name)
-        if spec is None or not _available(spec):
-            return self._plugin_command(name)
+        if spec is None:
+            return None
         module_name, attr = spec.split(":")
         return getattr(importlib.import_module(module_name), attr)
 
-    def _plugin_command(self, name: str) -> click.Command | None:
-        return None
-
 
 class RootGroup(LazyGroup):
-    """The top-level group: built-in lazy commands plus plugin commands."""
+    """The top-level group: built-in lazy commands plus the commands plugins add through
+    ``register_commands``. Plugins are loaded only when a name is not built in or when
+    the command list is shown (``mkd --help``), so ``mkd status`` never pays for them."""
 
     _plugins_loaded = False
 
-    def _plugin_command(self, name: str) -> click.Command | None:
+    def _load_plugin_commands(self) -> None:
         if not self._plugins_loaded:
             self._plugins_loaded = True
             from mkdcore.plugins import get_manager
 
             get_manager().add_commands(self)
-        return self.commands.get(name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None:
+            self._load_plugin_commands()
+            command = self.commands.get(name)
+        return command
 
 
 @click.group(cls=RootGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -2,9 +2,14 @@
 
 ::
 
-    data ─▶ derive:<m> ─▶ teacher:<m> ─▶ features:<m> ─┐
-                                                       ├─▶ fuse ─▶ mm_features ─▶ student:lite-mkd ─┐
-    data ──────────────────────────────────────────────┴──────────────────────────▶ student:baseline ┴─▶ evaluate ─▶ report
+    data ─▶ derive:<m> ─▶ teacher:<m> ─▶ features:<m> ─┬─▶ fuse ─▶ mm_features ─┬─▶ student:lite-mkd ─┐
+      │                                                 │                       │                     │
+      │                                                 └───────────────────────┴─────────────────────┼─▶ evaluate ─▶ report
+      └──────────────────────────────────────────────────────────────────────▶ student:baseline ──────┘
+
+(``rgb`` has no derive stage; ``evaluate`` reads every teacher's features, the fused
+features and every student. Teacher stages exist only when a student's distiller
+declares ``needs_teacher``.)
 
 A key hashes exactly what the stage reads (its config sections and its inputs' keys).
 """
@@ -16,9 +21,6 @@ from typing import Any
 from mkdcore.config import Component, ExperimentConfig, stable_hash
 from mkdcore.names import stage_name
 from mkdcore.stages.base import StageNode
-
-#: Distillers that do not look at a teacher (their student needs no teacher stages).
-TEACHERLESS_DISTILLERS = {"ce"}
 
 
 def _dump(obj: Any) -> Any:
@@ -38,7 +40,11 @@ def student_variants(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
 
 
 def needs_teacher(distiller: Component) -> bool:
-    return distiller.name not in TEACHERLESS_DISTILLERS
+    """Whether the distiller declared that it reads a teacher (``needs_teacher``, the
+    default): only then does its student depend on the teacher stages."""
+    from mkdcore import api
+
+    return bool(api.get("distiller", distiller.name).capability("needs_teacher"))
 
 
 def plan(cfg: ExperimentConfig) -> list[StageNode]:
@@ -65,8 +71,11 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
     pixels = {"resize": d.resize, "crop": d.crop, "normalize": d.normalize, "frames": d.frames}
     ep = cfg.episodes
 
+    variants = student_variants(cfg)
+    # teacher stages exist only for a student whose distiller declared it reads a teacher
+    teachers_needed = any(needs_teacher(spec["distiller"]) for spec in variants.values())
     feature_nodes = []
-    for m in cfg.modalities.names:
+    for m in cfg.modalities.names if teachers_needed else []:
         deps = ["data"]
         if m != "rgb":
             derive = cfg.modalities.derive.get(m, Component(name=m))
@@ -90,14 +99,16 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
         feature_nodes.append(add(f"features:{m}", "features", {"pixels": pixels}, [f"teacher:{m}"], modality=m).name)
 
     f = cfg.fusion
-    add("fuse", "fuse", {"module": _dump(f.module), "head": _dump(f.head), "training": _dump(f.training),
-                         "way": ep.way, "shot": ep.shot, "query": f.query_train or ep.query_train,
-                         "val": {"query": ep.query_test}}, feature_nodes,
-        components=[("fusion", f.module.name), ("head", f.head.name)])
-    add("mm_features", "mm_features", {}, ["fuse"])
+    if teachers_needed:
+        add("fuse", "fuse", {"module": _dump(f.module), "head": _dump(f.head), "training": _dump(f.training),
+                             "way": ep.way, "shot": ep.shot, "query": f.query_train or ep.query_train,
+                             "val": {"query": ep.query_test}}, feature_nodes,
+            components=[("fusion", f.module.name), ("head", f.head.name)])
+        add("mm_features", "mm_features", {}, ["fuse"])
+    teacher_outputs = feature_nodes + ["mm_features"] if teachers_needed else []
 
     student_nodes = []
-    for variant, spec in student_variants(cfg).items():
+    for variant, spec in variants.items():
         deps = ["data"] + (["mm_features"] if needs_teacher(spec["distiller"]) else [])
         payload = {"pixels": pixels, "way": ep.way, "shot": ep.shot, "query": ep.query_train,
                    "backbone": _dump(spec["backbone"]), "head": _dump(cfg.student.head),
@@ -111,7 +122,7 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
 
     e = cfg.evaluation
     eval_payload = {"evaluation": _dump(e), "way": ep.way, "shot": ep.shot, "query": ep.query_test, "pixels": pixels}
-    add("evaluate", "evaluate", eval_payload, feature_nodes + ["mm_features"] + student_nodes)
+    add("evaluate", "evaluate", eval_payload, teacher_outputs + student_nodes)
     add("report", "report", {"name": cfg.name, "group": cfg.group}, ["evaluate"])
     return nodes
 
