@@ -26,7 +26,7 @@ class MFMOptions(_Base):
     layers: int = Field(2, ge=1, description="transformer layers (paper: 2)")
     heads: int | None = Field(None, ge=1, description="heads of the M-modal transformer (None: M)")
     pair_heads: int | None = Field(None, ge=1, description="heads of the bi-modal transformer (None: 2)")
-    ff_dim: int | None = Field(None, ge=1, description="feed-forward width (None: dim, as PyTorch's default 2048)")
+    ff_dim: int = Field(2048, ge=1, description="feed-forward width (the method: 2048, PyTorch's default, whatever the feature width)")
     dropout: float = Field(0.1, ge=0, lt=1)
     shift: int = Field(1, description="partner rolled by -shift frames before pairing with rgb")
 
