@@ -41,7 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mkdcore.data import VideoKey
 from mkdcore.data.derive import DeriveSummary
+from mkdcore.data.layout import DatasetLayout
 from mkdcore.hookspecs import hookimpl
 from mkdcore.modalities.base import Modality
 
@@ -120,7 +122,6 @@ def check_modality(
     """
     from mkdcore import api
     from mkdcore.data.derive import derive_dataset, list_videos
-    from mkdcore.data.layout import DatasetLayout
 
     if options and not isinstance(modality, str):
         raise AssertionError("options apply to a registered modality name; build the instance with them instead")
@@ -136,7 +137,7 @@ def check_modality(
     return summary
 
 
-def _check_video(layout: Any, name: str, key: Any, modality: Modality) -> None:
+def _check_video(layout: DatasetLayout, name: str, key: VideoKey, modality: Modality) -> None:
     """One video's images against its RGB frames, then through ``modality.decode``."""
     import cv2
     import torch
