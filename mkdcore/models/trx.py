@@ -70,8 +70,17 @@ class TemporalCrossTransformer(nn.Module):
         return torch.tensor(combos, dtype=torch.long, device=device)
 
     def _tuples(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        return x[:, index].reshape(n, index.shape[0], self.cardinality * x.shape[-1])
+        """``(N, T, D) -> (N, n_tuples, c*D)``: the frames of each tuple, concatenated.
+
+        A product with a one-hot frame selector, not ``x[:, index]``: the backward of
+        advanced indexing is ``index_put_(accumulate=True)``, which on CPU (from 32768
+        elements, with more than one thread) adds the gradients of a frame shared by
+        several tuples with parallel atomic float adds, in an order set by thread
+        scheduling; under CPU load two runs of the same training then diverged. A
+        matmul's backward sums in a fixed order; the forward values are exact copies.
+        """
+        select = label_one_hot(index.reshape(-1), x.shape[1], x.dtype)  # (n_tuples * c, T)
+        return (select @ x).reshape(x.shape[0], index.shape[0], self.cardinality * x.shape[-1])
 
     def forward(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, way: int) -> torch.Tensor:
         """Logits ``(Nq, W)``: minus the per-tuple squared distance to each class prototype."""
