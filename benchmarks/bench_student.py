@@ -14,7 +14,7 @@ evaluation episodes/s, for one experiment config. Run on demand from the repo ro
 (b) Loading: ``EpisodeDataset`` + ``episode_loader`` exactly as training builds them,
     for each worker count; frames/s counts decoded, augmented RGB frames
     ((support + query clips) x T).
-(c) Evaluation: the evaluate stage's code (``test_episodes``, ``student_caches``,
+(c) Evaluation: the evaluate stage's code (``test_episodes``, feature caches,
     ``score_episodes`` + ``branch_logits``) on the model trained in (a): backbone
     feature extraction (videos/s) then per-episode scoring on cached features (episodes/s).
 
@@ -119,7 +119,8 @@ def bench_config(args: argparse.Namespace, measured: int | None = None, distille
 def prepare(args: argparse.Namespace, echo) -> tuple[bool, str]:
     """Render/check the dataset; run the teacher stages when asked. Returns
     (teacher available, a note saying which distiller the benchmark trains with)."""
-    from mkdcore.stages.dag import needs_teacher, plan, student_variants
+    from mkdcore.config import student_variants
+    from mkdcore.stages.dag import needs_teacher, plan
     from mkdcore.stages.runner import run_experiment
 
     cfg = bench_config(args)
@@ -127,10 +128,11 @@ def prepare(args: argparse.Namespace, echo) -> tuple[bool, str]:
     distiller = student_variants(cfg)[args.variant]["distiller"]
     if not needs_teacher(distiller):
         return False, f"distiller {distiller.name} (needs no teacher)"
-    mm = next(n for n in plan(cfg) if n.name == "mm_features")
-    if not mm.is_done() and args.with_teacher:
+    nodes = {n.name: n for n in plan(cfg)}
+    mm = nodes["mm_features"]
+    if not mm.freshness(nodes) and args.with_teacher:
         run_experiment(cfg, stages=["mm_features"], echo=echo)
-    if mm.is_done():
+    if mm.freshness(nodes):
         return True, f"distiller {distiller.name} with the MFM teacher ({mm.stage_dir})"
     return False, (f"distiller ce instead of {distiller.name}: the teacher stage mm_features is not done "
                    f"({mm.stage_dir}); pass --with-teacher to train it first")
@@ -221,7 +223,7 @@ def bench_loading(cfg: ExperimentConfig, teacher_store: Path | None, workers: li
     from mkdcore.data.episodes import EpisodeSampler
     from mkdcore.data.features import FeatureStore
     from mkdcore.data.loader import EpisodeDataset, episode_loader
-    from mkdcore.stages.common import layout_of, split_of, transform_of
+    from mkdcore.stages.dataset import layout_of, split_of, transform_of
 
     ep, tr = cfg.episodes, cfg.training
     frames = ep.way * (ep.shot + ep.query_train) * cfg.data.frames
@@ -248,20 +250,18 @@ def bench_loading(cfg: ExperimentConfig, teacher_store: Path | None, workers: li
 # ------------------------------------------------------------------- (c) evaluation
 def bench_evaluation(cfg: ExperimentConfig, train_ctx: StageContext, device: torch.device) -> dict[str, Any]:
     """The evaluate stage's student path: cache test-video features once, score episodes."""
-    from mkdcore.stages.common import (
-        branch_logits,
-        episode_keys,
-        load_model,
-        score_episodes,
-    )
-    from mkdcore.stages.evaluate import student_caches, test_episodes
+    from mkdcore.models.folder import load_model
+    from mkdcore.stages.dataset import episode_keys, layout_of, transform_of
+    from mkdcore.stages.evaluate import test_episodes
+    from mkdcore.stages.scoring import branch_caches, branch_logits, extract_backbone_features, score_episodes
 
-    model, _ = load_model(train_ctx.dir / "model", device)
+    model, _ = load_model(train_ctx.files.model, device)
     episodes, source = test_episodes(train_ctx)
     keys = episode_keys(episodes)
     sync(device)
     t0 = time.perf_counter()
-    caches = student_caches(train_ctx, model, keys)
+    caches = branch_caches(extract_backbone_features(model.backbone, layout_of(cfg), keys, "rgb", transform_of(cfg, train=False),
+                                                     cfg.data.frames, device, cfg.evaluation.batch_frames))
     sync(device)
     extract_s = time.perf_counter() - t0
 

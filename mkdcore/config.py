@@ -186,11 +186,6 @@ class ExperimentConfig(Section):
         except UnsafeNameError as exc:
             raise ValueError(str(exc)) from None
 
-    def section_hash(self, *sections: str) -> str:
-        """A short stable hash of some sections (used to key stage outputs)."""
-        payload = {s: _dump(getattr(self, s)) for s in sections}
-        return stable_hash(payload)
-
     def to_yaml(self) -> str:
         return yaml.safe_dump(_dump(self), sort_keys=False)
 
@@ -270,15 +265,8 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     data = read_yaml(Path(path)) if path is not None else {}
     data = apply_overrides(data, list(overrides))
     source = str(path) if path is not None else "<defaults>"
-    cfg = config_from_dict(data, source, check_plugins=check_plugins)
-    if path is not None:
-        cfg = _resolve_paths(cfg, Path(path).parent)
-    return cfg
-
-
-def _resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
-    """Relative paths stay relative to the working directory (as users type them)."""
-    return cfg
+    # relative paths in a config stay relative to the working directory, as users type them
+    return config_from_dict(data, source, check_plugins=check_plugins)
 
 
 def plugin_fields(cfg: ExperimentConfig) -> list[tuple[str, str, Component]]:
@@ -307,7 +295,7 @@ def validate_plugin_options(cfg: ExperimentConfig, source: str = "<config>") -> 
     registry = get_manager().registry
     for kind, path, comp in plugin_fields(cfg):
         try:
-            registry.validate_options(kind, comp.name, _static_options(kind, comp), where=f"{source}: {path}.options")
+            registry.validate_options(kind, comp.name, dict(comp.options), where=f"{source}: {path}.options")
         except PluginError as exc:
             msg = str(exc)
             if msg.startswith(f"unknown {kind}"):
@@ -320,6 +308,16 @@ def validate_plugin_options(cfg: ExperimentConfig, source: str = "<config>") -> 
             raise ConfigError(f"{source}: modalities.names: {exc}") from None
 
 
-def _static_options(kind: str, comp: Component) -> dict[str, Any]:
-    """Options as written; widths filled in by the pipeline are not required here."""
-    return dict(comp.options)
+def student_variants(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """``{variant: {"distiller": Component, "backbone": Component}}``: the students the
+    config trains (``lite-mkd`` with the configured distiller; ``baseline``, the
+    no-distillation student with its own projection, unless ``distillation.baseline``
+    is null)."""
+    variants = {"lite-mkd": {"distiller": cfg.distillation.distiller, "backbone": cfg.student.backbone}}
+    if cfg.distillation.baseline is not None:
+        backbone = Component(
+            name=cfg.student.backbone.name,
+            options={**cfg.student.backbone.options, "projection": cfg.distillation.baseline_projection},
+        )
+        variants["baseline"] = {"distiller": cfg.distillation.baseline, "backbone": backbone}
+    return variants

@@ -32,9 +32,8 @@ from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
 from mkdcore.fileio import CorruptFileError, append_line, atomic_torch_save, clean_stale_temps, read_torch
 from mkdcore.progress import ProgressReporter
+from mkdcore.stages.stage_dir import StageDir
 
-CHECKPOINT_NAME = "last.pt"
-BEST_NAME = "best.pt"
 
 
 def task_seed(seed: int, task: int, stream: int = 0) -> int:
@@ -111,7 +110,7 @@ def seed_everything(seed: int) -> None:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    """Readers (a resume, ``best_state``) see the old checkpoint or the new one; a full
+    """Readers (a resume, ``selected_weights``) see the old checkpoint or the new one; a full
     disk is one line naming the file and leaves no temp file behind."""
     atomic_torch_save(path, obj, "checkpoint")
 
@@ -175,11 +174,10 @@ class EpisodicTrainer:
     ) -> None:
         self.model = model
         self.cfg = cfg
-        self.dir = Path(stage_dir)
-        self.ckpt_dir = self.dir / "checkpoints"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(self.ckpt_dir)  # left by a run killed mid-save
-        self.metrics_path = self.dir / "metrics.jsonl"
+        self.files = StageDir(Path(stage_dir))
+        self.files.checkpoints.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.files.checkpoints)  # left by a run killed mid-save
+        self.metrics_path = self.files.metrics
         self.device = device
         self.step_fn = step_fn
         self.validate_fn = validate_fn
@@ -206,15 +204,15 @@ class EpisodicTrainer:
         }
 
     def save(self, task: int, step: int, best: tuple[float | None, int | None]) -> None:
-        save_atomic(self._state(task, step, best), self.ckpt_dir / CHECKPOINT_NAME)
+        save_atomic(self._state(task, step, best), self.files.last_checkpoint)
 
     def _resume(self) -> tuple[int, int, tuple[float | None, int | None]]:
-        path = self.ckpt_dir / CHECKPOINT_NAME
+        path = self.files.last_checkpoint
         if not path.exists():
             # killed before the first checkpoint: whatever was logged or selected belongs
             # to a run that will be redone from task 0
             self.metrics_path.unlink(missing_ok=True)
-            (self.ckpt_dir / BEST_NAME).unlink(missing_ok=True)
+            self.files.best_checkpoint.unlink(missing_ok=True)
             return 0, 0, (None, None)
         state = load_checkpoint(path)
         try:
@@ -234,7 +232,7 @@ class EpisodicTrainer:
     def _drop_newer_best(self, best_task: int | None) -> None:
         """A best.pt selected after the checkpoint was taken is from tasks that will run
         again: drop it, the resumed run selects again (identically, same episodes)."""
-        path = self.ckpt_dir / BEST_NAME
+        path = self.files.best_checkpoint
         if path.exists() and (best_task is None or load_checkpoint(path)["task"] != best_task):
             path.unlink()
 
@@ -299,7 +297,7 @@ class EpisodicTrainer:
                 if not torch.isfinite(loss.detach()).all():
                     raise TrainingError(
                         f"{self.stage_name}: loss is {loss.item()} at task {task + 1}; stopped, the last good "
-                        f"checkpoint is {self.ckpt_dir / CHECKPOINT_NAME} (lower training.lr or set training.grad_clip)"
+                        f"checkpoint is {self.files.last_checkpoint} (lower training.lr or set training.grad_clip)"
                     )
                 (self.scaler.scale(loss) if self.scaler else loss).backward()
                 task += 1
@@ -326,7 +324,7 @@ class EpisodicTrainer:
                     self.progress.update(task, val_acc=acc)
                     if best[0] is None or acc > best[0]:
                         best = (acc, task)
-                        save_atomic({"task": task, "model": self.model.state_dict(), "val_acc": acc}, self.ckpt_dir / BEST_NAME)
+                        save_atomic({"task": task, "model": self.model.state_dict(), "val_acc": acc}, self.files.best_checkpoint)
                 if boundary and (_crossed(task, cfg.checkpoint_every, cfg.tasks_per_batch, cfg.tasks) or term.requested):
                     self.save(task, step, best)
                     if term.requested:

@@ -206,18 +206,18 @@ def derive_and_train(
     with registered_modality(modality) as name:
         cfg = tiny_experiment(name, workdir, options, tasks, **config)
         nodes, ran = run_experiment(cfg, stages=[f"teacher:{name}"], echo=lambda line: None)
-    stage_dir = nodes[f"teacher:{name}"].stage_dir
-    manifest = read_json(stage_dir / "manifest.json", "teacher stage manifest")
-    metrics_text = read_text(stage_dir / "metrics.jsonl", "teacher metrics") if (stage_dir / "metrics.jsonl").is_file() else ""
+    files = nodes[f"teacher:{name}"].files
+    manifest = read_json(files.manifest, "teacher stage manifest")
+    metrics_text = read_text(files.metrics, "teacher metrics") if files.metrics.is_file() else ""
     metrics = [json.loads(line) for line in metrics_text.splitlines() if line.strip()]
-    result = TrainCheck(stage_dir=stage_dir, outputs=dict(manifest.get("outputs") or {}), metrics=metrics, ran=ran)
+    result = TrainCheck(stage_dir=files.path, outputs=dict(manifest["outputs"]), metrics=metrics, ran=ran)
     losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     if not losses or not all(math.isfinite(v) for v in losses):
-        raise AssertionError(f"teacher:{name} logged no finite loss ({stage_dir / 'metrics.jsonl'}): {losses}")
+        raise AssertionError(f"teacher:{name} logged no finite loss ({files.metrics}): {losses}")
     if result.val_acc is None:
-        raise AssertionError(f"teacher:{name} never validated ({stage_dir / 'manifest.json'})")
-    if not (stage_dir / "model").is_dir():
-        raise AssertionError(f"teacher:{name} saved no model in {stage_dir / 'model'}")
+        raise AssertionError(f"teacher:{name} never validated ({files.manifest})")
+    if not files.model.is_dir():
+        raise AssertionError(f"teacher:{name} saved no model in {files.model}")
     return result
 
 

@@ -8,7 +8,6 @@ import types
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("MKD_TEST_MODE", "1")
 
 from pydantic import BaseModel  # noqa: E402
 

@@ -19,13 +19,9 @@ from mkdcore.config import ExperimentConfig, load_config
 from mkdcore.data.episodes import load_episodes
 from mkdcore.data.loader import EpisodeDataset
 from mkdcore.stages.base import StageNode
-from mkdcore.stages.common import (
-    layout_of,
-    load_model,
-    score_episodes,
-    split_of,
-    transform_of,
-)
+from mkdcore.models.folder import load_model
+from mkdcore.stages.dataset import layout_of, split_of, transform_of
+from mkdcore.stages.scoring import score_episodes
 from mkdcore.stages.runner import run_experiment
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -29,8 +29,7 @@ from typing import Any
 from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
-from mkdcore import names
-from mkdcore import procinfo
+from mkdcore import names, procinfo
 from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender

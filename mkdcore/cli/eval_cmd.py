@@ -23,22 +23,14 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     from mkdcore.device import resolve_device
     from mkdcore.errors import ConfigError
     from mkdcore.fileio import CorruptFileError, first_line
-    from mkdcore.stages.common import (
-        MODEL_SPEC,
-        branch_caches,
-        branch_logits,
-        episode_keys,
-        extract_backbone_features,
-        load_model,
-        redo_remedy,
-        score_episodes,
-        stage_dir_of,
-    )
+    from mkdcore.models.folder import MODEL_SPEC, load_model, model_dir_of, redo_remedy
+    from mkdcore.stages.scoring import score_on_frames
+    from mkdcore.stages.stage_dir import StageDir
 
-    if (model_dir / "model" / MODEL_SPEC).is_file():
-        model_dir = model_dir / "model"
-    if not (model_dir / MODEL_SPEC).is_file():
+    found = model_dir_of(model_dir)
+    if found is None:
         raise ConfigError(f"{model_dir}: no {MODEL_SPEC} here (pass a teacher/student stage directory or its model/ folder)")
+    model_dir = found
     dev = resolve_device(device)
     model, spec = load_model(model_dir, dev)
     if spec["type"] != "fewshot":
@@ -49,12 +41,11 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
         layout = DatasetLayout(root or d["root"])
         transform = ClipTransform(resize=d["resize"], crop=d["crop"], train=False, normalize=d["normalize"])
         frames = int(d["frames"])
+        modality = spec["modality"]
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFileError(f"model spec {model_dir / MODEL_SPEC} is corrupt (its data section: {first_line(exc)}); "
-                               f"{redo_remedy(stage_dir_of(model_dir))}") from None
-    caches = branch_caches(extract_backbone_features(model.backbone, layout, episode_keys(episodes), spec.get("modality", "rgb"),
-                                                     transform, frames, dev))
-    summary = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, dev)).summary()
+                               f"{redo_remedy(StageDir.containing(model_dir))}") from None
+    summary = score_on_frames(model, episodes, layout, modality, transform, frames, dev).summary()
     summary.pop("confusion")
     if as_json:
         click.echo(json.dumps({"model": str(model_dir), "episodes_file": str(episodes_file), **summary}, indent=2))

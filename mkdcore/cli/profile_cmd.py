@@ -13,7 +13,7 @@ from mkdcore.cli.options import config_overrides
 @click.command()
 @click.argument("config_file", type=click.Path(path_type=Path))
 @config_overrides
-@click.option("--baseline", is_flag=True, help="Profile the no-distillation student (distillation.baseline_projection).")
+@click.option("--baseline", is_flag=True, help="Profile the no-distillation student (the baseline variant).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (keys params, gmacs, gflops, ...).")
 def profile(config_file: Path, overrides: tuple[str, ...], baseline: bool, as_json: bool) -> None:
     """Parameters, GMACs (thop rules, the paper's "GFLOPs") and GFLOPs (torch FlopCounterMode)
@@ -22,15 +22,17 @@ def profile(config_file: Path, overrides: tuple[str, ...], baseline: bool, as_js
     import torch
 
     from mkdcore.config import load_config
-    from mkdcore.models.build import build_student
+    from mkdcore.errors import ConfigError
+    from mkdcore.models.build import build, student_spec
     from mkdcore.models.profile import profile_episode
 
     cfg = load_config(config_file, overrides)
-    projection = cfg.distillation.baseline_projection if baseline else None
-    student = cfg.student.model_copy(update={"pretrained": None})  # weights do not change costs
-    cfg = cfg.model_copy(update={"student": student})
+    variant = "baseline" if baseline else "lite-mkd"
+    if baseline and cfg.distillation.baseline is None:
+        raise ConfigError(f"{config_file}: --baseline, but distillation.baseline is null (no baseline student)")
+    # the very builder the student stage trains with; weights do not change costs (no pretrained file)
     with torch.device("meta"):
-        model = build_student(cfg, projection=projection)
+        model, _ = build(student_spec(cfg, variant))
     ep = cfg.episodes
     result = profile_episode(model, ep.way, ep.shot, ep.query_test, cfg.data.frames, cfg.data.crop)
     result = {"config": str(config_file), "student": f"{cfg.student.backbone.name} + {cfg.student.head.name}", **result}

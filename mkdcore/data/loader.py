@@ -16,7 +16,7 @@ Each item is a dict::
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -158,3 +158,30 @@ def episode_loader(
         generator=generator,
         **kwargs,
     )
+
+
+class OrderedEpisodes:
+    """Yields dataset items ``start, start+1, ...`` through a prefetching DataLoader,
+    so a resumed run sees exactly the episodes an uninterrupted one would."""
+
+    def __init__(self, dataset: EpisodeDataset, num_workers: int, device: torch.device) -> None:
+        self.dataset, self.num_workers, self.device = dataset, num_workers, device
+        self._it: Iterator[dict[str, Any]] | None = None
+        self._next = -1
+
+    def get(self, index: int) -> dict[str, Any]:
+        if self._it is None or index != self._next:
+            sub = torch.utils.data.Subset(self.dataset, range(index, len(self.dataset)))
+            sub.seed = self.dataset.seed  # type: ignore[attr-defined]
+            self._it = iter(episode_loader(sub, self.num_workers, self.device))  # type: ignore[arg-type]
+        item = next(self._it)
+        self._next = index + 1
+        return item
+
+
+def to_device(x: Any, device: torch.device) -> Any:
+    if isinstance(x, torch.Tensor):
+        return x.to(device, non_blocking=True)
+    if isinstance(x, dict):
+        return {k: to_device(v, device) for k, v in x.items()}
+    return x

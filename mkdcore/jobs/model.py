@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict, Field
 JOB_STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 StageState = Literal["pending", "waiting", "queued", "running", "succeeded", "failed", "cancelled"]
-TERMINAL_STAGE = {"succeeded", "failed", "cancelled"}
 
 
 def new_token() -> str:

@@ -1,59 +1,113 @@
-"""Build the models an :class:`~mkdcore.config.ExperimentConfig` describes.
+"""The one model builder: training, ``mkd profile``, ``mkd eval`` and saved model
+folders all build models here, so what is profiled or evaluated is what trains.
 
-Widths are filled here, at build time (configs are validated before they are known): a
-head's ``in_dim`` is the backbone's ``out_dim`` (or the fusion's ``dim``), its ``seq_len``
-is ``data.frames``, a fusion's ``modalities`` are ``modalities.names``, unless the config
-sets them explicitly.
+A model is described by a *spec*, a JSON-able dict that rebuilds it with no experiment
+config (it is what ``model.json`` of a model folder holds)::
+
+    {"type": "fewshot", "backbone": {name, options}, "head": {name, options}, "frames": T}
+    {"type": "fusion_teacher", "fusion": {...}, "head": {...}, "modalities": [...], "frames": T, "dim": D}
+
+Widths and sizes are filled in at build time (configs are validated before they are
+known) by :func:`resolved`: a head's ``in_dim`` is the backbone's ``out_dim`` (or the
+fusion's ``dim``), ``seq_len`` is ``data.frames``, a fusion's ``modalities`` are
+``modalities.names``, a distiller's ``tasks_per_batch`` the engine's accumulation, each
+only if the component's options model declares it and the config does not set it. No
+component is special-cased by name.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torch
+
 from mkdcore import api
-from mkdcore.config import Component, ExperimentConfig
-from mkdcore.models.fewshot import FeatureHeadModel, FewShotModel
+from mkdcore.config import Component, ExperimentConfig, student_variants
+from mkdcore.models.fewshot import FewShotModel
+
+Spec = dict[str, Any]
 
 
-def _head(comp: Component, in_dim: int, frames: int) -> Any:
-    opts = {"in_dim": in_dim, **({"seq_len": frames} if comp.name == "trx" else {}), **comp.options}
-    return api.create("head", comp.name, **opts)
+def resolved(kind: str, component: Component, **known: Any) -> Component:
+    """The component with pipeline-known values (widths, frame count, accumulation) filled
+    in for the options its plugin accepts; options set in the config win."""
+    model = api.get(kind, component.name).options
+    fields = model.model_fields if model is not None else {}
+    filled = {k: v for k, v in known.items() if k in fields}
+    return Component(name=component.name, options={**filled, **component.options})
 
 
-def build_backbone(comp: Component, pretrained: str | None = None, channels_last: bool = False, projection: str | None = None) -> Any:
-    opts = dict(comp.options)
-    if pretrained is not None and "pretrained" not in opts:
-        opts["pretrained"] = str(pretrained)
-    if channels_last and "channels_last" not in opts:
-        opts["channels_last"] = True
-    if projection is not None:
-        opts["projection"] = projection
-    return api.create("backbone", comp.name, **opts)
+class FusionTeacher(torch.nn.Module):
+    """Fusion module + few-shot head over fused features; ``fuse`` is also what the
+    ``mm_features`` stage stores, so training and extraction share one forward."""
+
+    def __init__(self, fusion: torch.nn.Module, head: torch.nn.Module, modalities: list[str], dim: int) -> None:
+        super().__init__()
+        self.fusion, self.head, self.modalities, self.dim = fusion, head, modalities, dim
+
+    def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.fusion({m: feats[m] for m in self.modalities})
+
+    def forward(self, support: dict[str, torch.Tensor], labels: torch.Tensor, query: dict[str, torch.Tensor],
+                way: int | None = None) -> dict[str, Any]:
+        return self.head(self.fuse(support), labels, self.fuse(query), way=way)
 
 
-def build_student(cfg: ExperimentConfig, projection: str | None = None, chunk_frames: int | None = None) -> FewShotModel:
-    """The student (``projection`` overrides it, e.g. ``distillation.baseline_projection``)."""
-    backbone = build_backbone(cfg.student.backbone, cfg.student.pretrained, cfg.runtime.channels_last, projection)
-    head = _head(cfg.student.head, backbone.out_dim, cfg.data.frames)
-    return FewShotModel(backbone, head, chunk_frames=chunk_frames)
+# ------------------------------------------------------------------ specs from a config
+def fewshot_spec(backbone: Component, head: Component, frames: int) -> Spec:
+    """The spec of a frame-level few-shot model; the head's widths are resolved when it
+    is built (they depend on the backbone)."""
+    return {"type": "fewshot", "backbone": backbone.model_dump(mode="json"), "head": head.model_dump(mode="json"),
+            "frames": frames}
 
 
-def build_teacher(cfg: ExperimentConfig, modality: str, chunk_frames: int | None = None) -> FewShotModel:
-    """The single-modality teacher of ``modality`` (pretrained file from ``teacher.pretrained``)."""
-    pretrained = cfg.teacher.pretrained.get(modality)
-    backbone = build_backbone(cfg.teacher.backbone, pretrained, cfg.runtime.channels_last)
-    head = _head(cfg.teacher.head, backbone.out_dim, cfg.data.frames)
-    return FewShotModel(backbone, head, chunk_frames=chunk_frames)
+def teacher_spec(cfg: ExperimentConfig, modality: str) -> Spec:
+    """The per-modality teacher of ``modality`` (before training)."""
+    spec = fewshot_spec(cfg.teacher.backbone, cfg.teacher.head, cfg.data.frames)
+    spec["modality"] = modality
+    return spec
 
 
-def build_fusion(cfg: ExperimentConfig, dim: int | None = None) -> tuple[Any, FeatureHeadModel]:
-    """The fusion module and the MFM head on its output (``dim``: teacher feature width)."""
-    opts = dict(cfg.fusion.module.options)
-    opts.setdefault("modalities", list(cfg.modalities.names))
-    if dim is not None:
-        opts.setdefault("dim", dim)
-    if cfg.fusion.module.name == "mfm":
-        opts.setdefault("seq_len", cfg.data.frames)
-    fusion = api.create("fusion", cfg.fusion.module.name, **opts)
-    head = _head(cfg.fusion.head, fusion.dim, cfg.data.frames)
-    return fusion, FeatureHeadModel(head)
+def student_spec(cfg: ExperimentConfig, variant: str) -> Spec:
+    """The student of ``variant`` (``lite-mkd``, ``baseline``: see
+    :func:`mkdcore.stages.dag.student_variants`)."""
+    spec = fewshot_spec(student_variants(cfg)[variant]["backbone"], cfg.student.head, cfg.data.frames)
+    spec.update(modality="rgb", variant=variant)
+    return spec
+
+
+def fusion_spec(cfg: ExperimentConfig, dim: int) -> Spec:
+    """The MFM teacher over per-modality features of width ``dim``."""
+    f = cfg.fusion
+    fusion_c = resolved("fusion", f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
+    head_c = resolved("head", f.head, in_dim=dim, seq_len=cfg.data.frames)
+    return {"type": "fusion_teacher", "fusion": fusion_c.model_dump(mode="json"), "head": head_c.model_dump(mode="json"),
+            "modalities": list(cfg.modalities.names), "frames": cfg.data.frames, "dim": dim}
+
+
+# ------------------------------------------------------------------ building
+def build(spec: Spec, pretrained: Path | None = None) -> tuple[torch.nn.Module, Spec]:
+    """The model a spec describes (random weights, or a backbone's ``pretrained`` local
+    file) and the spec with every width resolved (what rebuilds it exactly)."""
+    kind = spec["type"]
+    if kind == "fewshot":
+        return _build_fewshot(spec, pretrained)
+    if kind == "fusion_teacher":
+        fusion = api.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
+        head = api.create("head", spec["head"]["name"], **spec["head"]["options"])
+        return FusionTeacher(fusion, head, spec["modalities"], spec["dim"]), spec
+    raise ValueError(f"unknown model type {kind!r}")
+
+
+def _build_fewshot(spec: Spec, pretrained: Path | None) -> tuple[FewShotModel, Spec]:
+    backbone_c = Component(**spec["backbone"])
+    bb_opts = dict(backbone_c.options)
+    if pretrained is not None:
+        bb_opts.setdefault("pretrained", str(pretrained))
+    backbone = api.create("backbone", backbone_c.name, **bb_opts)
+    head_c = resolved("head", Component(**spec["head"]), in_dim=backbone.out_dim, seq_len=spec["frames"])
+    head = api.create("head", head_c.name, **head_c.options)
+    saved = {**spec, "backbone": {"name": backbone_c.name, "options": {k: v for k, v in bb_opts.items() if k != "pretrained"}},
+             "head": head_c.model_dump(mode="json")}
+    return FewShotModel(backbone, head), saved

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from mkdcore.progress import ProgressReporter
 
 from mkdcore.stages import provenance
-from mkdcore.stages.provenance import MANIFEST, Freshness
+from mkdcore.stages.provenance import Freshness
+from mkdcore.stages.stage_dir import StageDir
 
 
 @dataclass
@@ -40,8 +41,13 @@ class StageNode:
         return Path(self.runs_dir) / "stages" / self.kind / self.key
 
     @property
+    def files(self) -> StageDir:
+        """The paths inside this stage's folder."""
+        return StageDir(self.stage_dir)
+
+    @property
     def manifest_path(self) -> Path:
-        return self.stage_dir / MANIFEST
+        return self.files.manifest
 
     def input_dirs(self, nodes: dict[str, "StageNode"]) -> dict[str, Path]:
         return {d: nodes[d].stage_dir for d in self.deps}
@@ -81,8 +87,9 @@ class StageContext:
     def dir(self) -> Path:
         return self.node.stage_dir
 
-    def dep(self, name: str) -> StageNode:
-        return self.nodes[name]
+    @property
+    def files(self) -> StageDir:
+        return self.node.files
 
     def progress(self, total: int, unit: str = "tasks", label: str | None = None) -> "ProgressReporter":
         from mkdcore.progress import ProgressReporter
@@ -93,7 +100,7 @@ class StageContext:
         self.dir.mkdir(parents=True, exist_ok=True)
         from mkdcore.fileio import append_line
 
-        append_line(self.dir / "log.txt", f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", "stage log")
+        append_line(self.files.log, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}", "stage log")
 
 
 def plugin_packages(components: list[tuple[str, str]]) -> dict[str, str]:
@@ -112,7 +119,7 @@ def write_started(ctx: StageContext, inputs: dict[str, Any]) -> None:
     interrupted run resumes only if its inputs are still the same."""
     from mkdcore.fileio import atomic_write_json
 
-    atomic_write_json(ctx.dir / provenance.STARTED, {"inputs": inputs}, "stage start record")
+    atomic_write_json(ctx.files.started, {"inputs": inputs}, "stage start record")
 
 
 def write_manifest(ctx: StageContext, outputs: dict[str, Any], started: float, inputs: dict[str, Any]) -> None:

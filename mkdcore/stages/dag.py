@@ -18,25 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from mkdcore.config import Component, ExperimentConfig, stable_hash
+from mkdcore.config import Component, ExperimentConfig, stable_hash, student_variants
 from mkdcore.names import stage_name
 from mkdcore.stages.base import StageNode
 
 
 def _dump(obj: Any) -> Any:
     return obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
-
-
-def student_variants(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
-    """``{variant: {"distiller": Component, "backbone": Component}}`` to train."""
-    variants = {"lite-mkd": {"distiller": cfg.distillation.distiller, "backbone": cfg.student.backbone}}
-    if cfg.distillation.baseline is not None:
-        backbone = Component(
-            name=cfg.student.backbone.name,
-            options={**cfg.student.backbone.options, "projection": cfg.distillation.baseline_projection},
-        )
-        variants["baseline"] = {"distiller": cfg.distillation.baseline, "backbone": backbone}
-    return variants
 
 
 def needs_teacher(distiller: Component) -> bool:

@@ -16,7 +16,7 @@ from mkdcore.data.verify import verify_videos
 from mkdcore.errors import DataError
 from mkdcore.preflight import data_problems, listing, summary
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import all_keys, layout_of
+from mkdcore.stages.dataset import all_keys, layout_of
 
 #: decoding processes at most (frame checks are I/O and libjpeg bound)
 MAX_WORKERS = 8

@@ -9,26 +9,16 @@ Accuracy is the mean per-episode accuracy (%), with a 95% interval 1.96 std/sqrt
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import torch
 
 from mkdcore.data.episodes import EpisodeSampler, load_episodes
 from mkdcore.errors import DataError
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import (
-    branch_caches,
-    branch_logits,
-    episode_keys,
-    extract_backbone_features,
-    feature_caches_for,
-    layout_of,
-    load_model,
-    score_episodes,
-    split_of,
-    transform_of,
-)
+from mkdcore.fileio import atomic_write_json
+from mkdcore.models.folder import load_model
+from mkdcore.stages.dataset import episode_keys, layout_of, split_of, transform_of
+from mkdcore.stages.scoring import branch_logits, feature_caches_for, score_episodes, score_on_frames
 from mkdcore.stages.cost import fewshot_cost, mfm_teacher_cost
 
 
@@ -42,12 +32,6 @@ def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
         return episodes[: e.episodes], {"source": str(e.episodes_file), **meta}
     sampler = EpisodeSampler(split_of(cfg, e.split), ep.way, ep.shot, ep.query_test, seed=e.seed)
     return sampler.take(e.episodes), {"source": "sampler", "split": e.split, "seed": e.seed}
-
-
-def student_caches(ctx: StageContext, model: torch.nn.Module, keys) -> dict[str, dict]:
-    cfg = ctx.cfg
-    return branch_caches(extract_backbone_features(model.backbone, layout_of(cfg), keys, "rgb", transform_of(cfg, train=False),
-                                                   cfg.data.frames, ctx.device, cfg.evaluation.batch_frames))
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -69,20 +53,20 @@ def run(ctx: StageContext) -> dict[str, Any]:
         node = ctx.nodes[dep]
         if node.kind == "features":
             m = node.params["modality"]
-            teacher, _ = load_model(ctx.nodes[f"teacher:{m}"].stage_dir / "model", device)
-            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys, cfg.data.frames)
+            teacher, _ = load_model(ctx.nodes[f"teacher:{m}"].files.model, device)
+            caches = feature_caches_for({"features": node.files.features}, keys, cfg.data.frames)
             scores = score_episodes(episodes, lambda ep, t=teacher, c=caches: branch_logits(t.head, ep, c, device))
             teacher_costs[m] = fewshot_cost(teacher, cfg)
             record(f"teacher:{m}", "teacher", scores, teacher_costs[m], {"modality": m})
         elif node.kind == "mm_features":
-            fusion_teacher, spec = load_model(ctx.nodes["fuse"].stage_dir / "model", device)
-            caches = feature_caches_for({"features": node.stage_dir / "features"}, keys, cfg.data.frames)
+            fusion_teacher, spec = load_model(ctx.nodes["fuse"].files.model, device)
+            caches = feature_caches_for({"features": node.files.features}, keys, cfg.data.frames)
             scores = score_episodes(episodes, lambda ep: branch_logits(fusion_teacher.head, ep, caches, device))
             record("teacher:mfm", "teacher", scores, mfm_teacher_cost(fusion_teacher, teacher_costs, cfg), {"modalities": spec["modalities"]})
         elif node.kind == "student":
-            model, spec = load_model(node.stage_dir / "model", device)
-            caches = student_caches(ctx, model, keys)
-            scores = score_episodes(episodes, lambda ep, mdl=model, c=caches: branch_logits(mdl.head, ep, c, device))
+            model, spec = load_model(node.files.model, device)
+            scores = score_on_frames(model, episodes, layout_of(cfg), "rgb", transform_of(cfg, train=False),
+                                     cfg.data.frames, device, cfg.evaluation.batch_frames)
             manifest = node.manifest()["outputs"]
             record(node.name, "student", scores, fewshot_cost(model, cfg),
                    {"variant": node.params["variant"], "distiller": manifest["distiller"], "backbone": spec["backbone"]})
@@ -90,5 +74,5 @@ def run(ctx: StageContext) -> dict[str, Any]:
     ep = cfg.episodes
     out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,
                        "episodes": len(episodes), **source}, "models": results}
-    (ctx.dir / "results.json").write_text(json.dumps(out, indent=2))
-    return {"results": str(ctx.dir / "results.json"), "models": {k: round(v["accuracy"], 2) for k, v in results.items()}}
+    atomic_write_json(ctx.files.results, out, "evaluation results")
+    return {"results": str(ctx.files.results), "models": {k: round(v["accuracy"], 2) for k, v in results.items()}}

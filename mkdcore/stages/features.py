@@ -10,20 +10,16 @@ from typing import Any
 
 from mkdcore.data.features import FeatureStore
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import (
-    all_keys,
-    extract_backbone_features,
-    layout_of,
-    load_model,
-    transform_of,
-)
+from mkdcore.models.folder import load_model
+from mkdcore.stages.dataset import all_keys, layout_of, transform_of
+from mkdcore.stages.scoring import extract_backbone_features
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     m = ctx.node.params["modality"]
-    model, _ = load_model(ctx.dep(f"teacher:{m}").stage_dir / "model", ctx.device)
-    store = FeatureStore(ctx.dir / "features")
+    model, _ = load_model(ctx.nodes[f"teacher:{m}"].files.model, ctx.device)
+    store = FeatureStore(ctx.files.features)
     every = all_keys(cfg)
     keys = [k for k in every if not store.exists(k)]  # resumable
     progress = ctx.progress(len(keys), unit="videos")

@@ -17,36 +17,22 @@ import torch.nn.functional as F
 from mkdcore.config import TrainingConfig
 from mkdcore.data.episodes import EpisodeSampler
 from mkdcore.data.features import FeatureStore
-from mkdcore.data.loader import EpisodeDataset
+from mkdcore.data.loader import EpisodeDataset, OrderedEpisodes, to_device
 from mkdcore.engine import EpisodicTrainer, StepOutput, TrainResult
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import (
-    OrderedEpisodes,
-    branch_caches,
-    branch_logits,
-    episode_keys,
-    extract_backbone_features,
-    layout_of,
-    score_episodes,
-    split_of,
-    to_device,
-    transform_of,
-    val_episodes,
-)
+from mkdcore.stages.dataset import layout_of, split_of, transform_of, val_episodes
+from mkdcore.stages.scoring import score_on_frames
 
 
 def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) -> Callable[[torch.nn.Module], float]:
     """Mean accuracy on ``training.val_episodes`` val-split episodes (cached features)."""
     cfg = ctx.cfg
     episodes = val_episodes(cfg, training.val_episodes, which="val", seed=training.seed)
-    keys = episode_keys(episodes)
     layout, transform = layout_of(cfg), transform_of(cfg, train=False)
 
     def validate(model: torch.nn.Module) -> float:
-        model.eval()
-        caches = branch_caches(extract_backbone_features(model.backbone, layout, keys, modality, transform, cfg.data.frames,
-                                                         ctx.device, cfg.evaluation.batch_frames))
-        scores = score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, ctx.device))
+        scores = score_on_frames(model, episodes, layout, modality, transform, cfg.data.frames, ctx.device,
+                                 cfg.evaluation.batch_frames)
         return float(np.mean(scores.accuracies))
 
     return validate

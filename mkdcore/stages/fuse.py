@@ -10,54 +10,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mkdcore import api
 from mkdcore.data.episodes import Episode, EpisodeSampler
 from mkdcore.engine import EpisodicTrainer, StepOutput, seed_everything
+from mkdcore.models.build import build, fusion_spec
+from mkdcore.models.folder import save_model, selected_weights
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import (
-    all_keys,
-    best_state,
-    feature_caches_for,
-    resolved,
-    save_model,
-    score_episodes,
-    split_of,
-    stack_features,
-    val_episodes,
-)
+from mkdcore.stages.dataset import all_keys, split_of, val_episodes
+from mkdcore.stages.scoring import feature_caches_for, score_episodes, stack_features
 
 
-class FusionTeacher(torch.nn.Module):
-    """Fusion module + few-shot head over fused features; ``fuse`` is also what
-    ``mm_features`` stores, so training and extraction share one forward."""
-
-    def __init__(self, fusion: torch.nn.Module, head: torch.nn.Module, modalities: list[str], dim: int) -> None:
-        super().__init__()
-        self.fusion, self.head, self.modalities, self.dim = fusion, head, modalities, dim
-
-    def fuse(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.fusion({m: feats[m] for m in self.modalities})
-
-    def forward(self, support: dict[str, torch.Tensor], labels: torch.Tensor, query: dict[str, torch.Tensor], way: int | None = None) -> dict[str, Any]:
-        return self.head(self.fuse(support), labels, self.fuse(query), way=way)
-
-
-def build_fusion_teacher(spec: dict[str, Any]) -> tuple[FusionTeacher, dict[str, Any]]:
-    fusion = api.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
-    head = api.create("head", spec["head"]["name"], **spec["head"]["options"])
-    return FusionTeacher(fusion, head, spec["modalities"], spec["dim"]), spec
-
-
-def fusion_spec(ctx: StageContext, dim: int) -> dict[str, Any]:
-    cfg = ctx.cfg
-    f = cfg.fusion
-    fusion_c = resolved("fusion", f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
-    head_c = resolved("head", f.head, in_dim=dim, seq_len=cfg.data.frames)
-    return {"type": "fusion_teacher", "fusion": fusion_c.model_dump(mode="json"), "head": head_c.model_dump(mode="json"),
-            "modalities": list(cfg.modalities.names), "frames": cfg.data.frames, "dim": dim}
-
-
-def stack(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
+def stack_modalities(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
     """``{modality: (N, T, D)}`` for the videos ``keys``."""
     return {m: stack_features(c, keys, device) for m, c in caches.items()}
 
@@ -82,12 +44,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     f = cfg.fusion
     mods = list(cfg.modalities.names)
-    stores = {m: ctx.dep(f"features:{m}").stage_dir / "features" for m in mods}
+    stores = {m: ctx.nodes[f"features:{m}"].files.features for m in mods}
     caches = feature_caches_for(stores, all_keys(cfg), cfg.data.frames)
     dim = next(iter(next(iter(caches.values())).values())).shape[1]
-    spec = fusion_spec(ctx, dim)
     seed_everything(f.training.seed)  # initial weights depend on the seed only, not on what ran before
-    model, _ = build_fusion_teacher(spec)
+    model, spec = build(fusion_spec(cfg, dim))
     model.to(ctx.device)
     ep = cfg.episodes
     sampler = EpisodeSampler(split_of(cfg, "train"), ep.way, ep.shot, f.query_train or ep.query_train, seed=f.training.seed)
@@ -95,7 +56,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
 
     def logits_of(m: torch.nn.Module, e: Episode) -> torch.Tensor:
         labels = torch.tensor(e.support_labels, device=device)
-        return m(stack(caches, e.support, device), labels, stack(caches, e.query, device))["logits"]
+        return m(stack_modalities(caches, e.support, device), labels, stack_modalities(caches, e.query, device))["logits"]
 
     def step(task: int, m: torch.nn.Module) -> StepOutput:
         e = sampler.episode(task)
@@ -111,6 +72,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return float(np.mean(score_episodes(val_eps, lambda e: logits_of(m, e)).accuracies))
 
     result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks), stage_name=ctx.node.name).train()
-    save_model(ctx.dir / "model", model, spec, best_state(ctx.dir))
+    save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
     return {"tasks": result.tasks, "best_val_acc": result.best_val, "best_task": result.best_task, "dim": dim,
             "params": sum(p.numel() for p in model.parameters())}

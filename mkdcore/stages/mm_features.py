@@ -9,16 +9,19 @@ import torch
 
 from mkdcore.data.features import FeatureStore
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import all_keys, feature_caches_for, load_model
+from mkdcore.models.folder import load_model
+from mkdcore.stages.dataset import all_keys
+from mkdcore.stages.scoring import feature_caches_for
 
 
 @torch.no_grad()
 def run(ctx: StageContext, batch: int = 64) -> dict[str, Any]:
     cfg = ctx.cfg
-    model, spec = load_model(ctx.dep("fuse").stage_dir / "model", ctx.device)
-    fuse_node = ctx.dep("fuse")
-    stores = {m: ctx.nodes[d].stage_dir / "features" for m, d in ((n.split(":")[1], n) for n in fuse_node.deps)}
-    out = FeatureStore(ctx.dir / "features")
+    model, spec = load_model(ctx.nodes["fuse"].files.model, ctx.device)
+    # the per-modality features the MFM teacher was trained on (the fuse stage's inputs)
+    features = [ctx.nodes[d] for d in ctx.nodes["fuse"].deps]
+    stores = {n.params["modality"]: n.files.features for n in features}
+    out = FeatureStore(ctx.files.features)
     every = all_keys(cfg)
     keys = [k for k in every if not out.exists(k)]
     caches = feature_caches_for(stores, keys, cfg.data.frames)

@@ -33,10 +33,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mkdcore.errors import MkdError
+from mkdcore.stages.stage_dir import StageDir
 
-MANIFEST = "manifest.json"
-#: written when a stage starts: what it is being made from (see :func:`started_inputs`)
-STARTED = "started.json"
 #: manifests before this format carry no provenance and are never reused
 FORMAT = 2
 
@@ -60,7 +58,7 @@ def new_id() -> str:
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The manifest of ``stage_dir``, or None when absent or unreadable (not reusable)."""
     try:
-        data = json.loads((Path(stage_dir) / MANIFEST).read_text(encoding="utf-8"))
+        data = json.loads(StageDir(Path(stage_dir)).manifest.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -117,9 +115,9 @@ def probe(name: str) -> Callable[[Callable[[dict[str, Any]], str]], Callable[[di
 
 @probe("dataset")
 def dataset_fingerprint(args: dict[str, Any]) -> str:
-    """The split files' bytes and, for every class folder of the RGB frames, its video
-    folders with their modification times: adding, removing or re-extracting a video
-    changes it. (Rewriting a frame file in place keeps the folder's mtime; the data stage
+    """The split files' bytes and, for every class folder of the RGB frames (and of the
+    next original frames, ``rgb_next_l8``), its video folders with their modification
+    times: adding, removing or re-extracting a video changes it. (Rewriting a frame file in place keeps the folder's mtime; the data stage
     decodes every frame the run reads, so a broken one still fails loudly.)"""
     from mkdcore.data.layout import WHICH, DatasetLayout
 
@@ -129,14 +127,22 @@ def dataset_fingerprint(args: dict[str, Any]) -> str:
         p = layout.split_file(args["split"], which, args["split_id"])
         h.update(p.name.encode())
         h.update(p.read_bytes() if p.is_file() else b"<missing>")
-    for cls in sorted(os.scandir(layout.rgb_dir), key=lambda e: e.name):
-        if cls.name.startswith(".") or not cls.is_dir():
+    from mkdcore.data.derive import NEXT_FRAMES_MODALITY
+
+    # the RGB frames, and the next original frames flow-like modalities pair them with
+    folders = [layout.rgb_dir, layout.modality_dir(NEXT_FRAMES_MODALITY)]
+    for folder in folders:
+        h.update(b"\0F" + folder.name.encode())
+        if not folder.is_dir():
             continue
-        h.update(b"\0C" + cls.name.encode())
-        for vid in sorted(os.scandir(cls.path), key=lambda e: e.name):
-            if vid.name.startswith(".") or not vid.is_dir():
+        for cls in sorted(os.scandir(folder), key=lambda e: e.name):
+            if cls.name.startswith(".") or not cls.is_dir() or cls.name.endswith("_l8"):
                 continue
-            h.update(b"\0V" + vid.name.encode() + str(vid.stat().st_mtime_ns).encode())
+            h.update(b"\0C" + cls.name.encode())
+            for vid in sorted(os.scandir(cls.path), key=lambda e: e.name):
+                if vid.name.startswith(".") or not vid.is_dir():
+                    continue
+                h.update(b"\0V" + vid.name.encode() + str(vid.stat().st_mtime_ns).encode())
     return h.hexdigest()[:32]
 
 
@@ -174,13 +180,14 @@ def check(stage_dir: Path, expected_inputs: dict[str, Path] | None = None,
 
 
 def _check(stage_dir: Path, expected: dict[str, Path] | None, memo: dict[Path, Freshness]) -> Freshness:
-    if not (stage_dir / MANIFEST).exists():
-        if (stage_dir / "checkpoints").is_dir() or (stage_dir / STARTED).exists():
+    files = StageDir(stage_dir)
+    if not files.manifest.exists():
+        if files.checkpoints.is_dir() or files.started.exists():
             return Freshness(False, "interrupted (resumes where it stopped)")
         return Freshness(False, "not run yet")
     m = read_manifest(stage_dir)
     if m is None:
-        return Freshness(False, f"its manifest {stage_dir / MANIFEST} is unreadable (redone)")
+        return Freshness(False, f"its manifest {files.manifest} is unreadable (redone)")
     if m.get("format") != FORMAT:
         return Freshness(False, "made by an older mkd without provenance (redone)")
     inputs: dict[str, dict[str, Any]] = m["inputs"]
@@ -231,7 +238,7 @@ def inputs_record(deps: dict[str, Path]) -> dict[str, dict[str, Any]]:
 def started_inputs(stage_dir: Path) -> dict[str, Any] | None:
     """What an interrupted run of this stage was made from (None when unknown)."""
     try:
-        data = json.loads((Path(stage_dir) / STARTED).read_text(encoding="utf-8"))
+        data = json.loads(StageDir(Path(stage_dir)).started.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -6,12 +6,12 @@ rewritten so it names the stage outputs this experiment used."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from mkdcore import names
+from mkdcore.fileio import atomic_write_json, atomic_write_text, read_json
 from mkdcore.report import (
     MODEL_COLUMNS,
     display_rows,
@@ -39,10 +39,11 @@ def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     out = experiment_dir(ctx)
     out.mkdir(parents=True, exist_ok=True)
-    evaluation = json.loads((ctx.dep("evaluate").stage_dir / "results.json").read_text())
+    evaluation = read_json(ctx.nodes["evaluate"].files.results, "evaluation results",
+                           "run with --force evaluate to redo the evaluation")
     rows = rows_of(evaluation)
     stages = {name: {"kind": n.kind, "key": n.key, "dir": str(n.stage_dir)} for name, n in ctx.nodes.items() if name != "report"}
-    curves = {name: Path(s["dir"]) / "metrics.jsonl" for name, s in stages.items() if s["kind"] in ("teacher", "fuse", "student")}
+    curves = {name: n.files.metrics for name, n in ctx.nodes.items() if n.kind in ("teacher", "fuse", "student")}
     title = f"{cfg.name}: {evaluation['setting']['way']}-way {evaluation['setting']['shot']}-shot"
     plots = {
         "training_curves": plot_training_curves(curves, out / "training_curves.png").name,
@@ -59,14 +60,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "stages": stages,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "config.yaml").write_text(cfg.to_yaml())
+    atomic_write_json(out / "results.json", results, "experiment results")
+    atomic_write_text(out / "config.yaml", cfg.to_yaml(), "experiment config copy")
     s = evaluation["setting"]
     lines = [
         f"# {cfg.name}",
         "",
         f"{s['way']}-way {s['shot']}-shot, {s['query']} query per class, {s['episodes']} test episodes "
-        f"({s.get('source')}), {s['frames']} frames at {s['size']} px. Dataset `{cfg.data.root}` split `{cfg.data.split}`.",
+        f"({s['source']}), {s['frames']} frames at {s['size']} px. Dataset `{cfg.data.root}` split `{cfg.data.split}`.",
         "Accuracy is the mean per-episode accuracy with a 95% interval (1.96 std / sqrt(N)). GMACs are conv+linear "
         "multiply-adds of one test episode (the unit the paper calls GFLOPs); the MFM teacher counts every modality's network.",
         "",
@@ -84,7 +85,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
                        [("stage", "stage"), ("key", "key"), ("dir", "output")]),
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write_text(out / "report.md", "\n".join(lines), "report")
     print_table(rows, title)
     print(f"report: {out / 'report.md'}")
     return {"dir": str(out), "plots": plots}

@@ -46,7 +46,7 @@ def stage_lock(node: StageNode) -> Iterator[None]:
     """An exclusive lock on the stage directory (shared storage safe enough for one
     stage at a time); a second runner of the same stage fails fast."""
     node.stage_dir.mkdir(parents=True, exist_ok=True)
-    path = node.stage_dir / ".run.lock"
+    path = node.files.lock
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
@@ -87,7 +87,7 @@ def clear_outputs(node: StageNode) -> None:
     if not node.stage_dir.is_dir():
         return
     for child in node.stage_dir.iterdir():
-        if child.name == ".run.lock":
+        if child == node.files.lock:
             continue
         if child.is_dir():
             shutil.rmtree(child)

@@ -13,17 +13,13 @@ from typing import Any
 import torch
 
 from mkdcore import api
+from mkdcore.config import student_variants
 from mkdcore.engine import seed_everything
+from mkdcore.models.build import build, resolved, student_spec
+from mkdcore.models.folder import load_model, save_model, selected_weights
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import (
-    best_state,
-    build_fewshot,
-    data_spec,
-    load_model,
-    resolved,
-    save_model,
-)
-from mkdcore.stages.dag import needs_teacher, student_variants
+from mkdcore.stages.dag import needs_teacher
+from mkdcore.stages.dataset import data_spec
 from mkdcore.stages.fewshot_training import train_on_frames
 
 
@@ -31,7 +27,7 @@ def load_teacher_head(ctx: StageContext) -> torch.nn.Module:
     """The trained MFM head as a frozen few-shot model over stored fused features."""
     from mkdcore.models.fewshot import FeatureHeadModel
 
-    fusion_teacher, _ = load_model(ctx.nodes["fuse"].stage_dir / "model", ctx.device)
+    fusion_teacher, _ = load_model(ctx.nodes["fuse"].files.model, ctx.device)
     teacher = FeatureHeadModel(fusion_teacher.head).to(ctx.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -43,15 +39,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     variant = ctx.node.params["variant"]
     spec = student_variants(cfg)[variant]
     seed_everything(cfg.training.seed)  # initial weights depend on the seed only, not on what ran before
-    model, mspec = build_fewshot(spec["backbone"], cfg.student.head, cfg.data.frames, cfg.student.pretrained)
-    mspec["variant"] = variant
-    mspec["modality"] = "rgb"
+    model, mspec = build(student_spec(cfg, variant), cfg.student.pretrained)
     mspec["data"] = data_spec(cfg)
     # the distiller scales its terms by the accumulation the engine really uses
     dist_c = resolved("distiller", spec["distiller"], tasks_per_batch=cfg.training.tasks_per_batch)
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
     teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
-    store = ctx.nodes["mm_features"].stage_dir / "features" if teacher is not None else None
+    store = ctx.nodes["mm_features"].files.features if teacher is not None else None
 
     def loss_fn(batch: dict[str, Any], out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         t_out = None
@@ -63,7 +57,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
 
     result = train_on_frames(ctx, model, "rgb", cfg.training, cfg.episodes.query_train, loss_fn, store)
-    save_model(ctx.dir / "model", model, mspec, best_state(ctx.dir))
+    save_model(ctx.files.model, model, mspec, selected_weights(ctx.files))
     return {"variant": variant, "distiller": dist_c.name, "tasks": result.tasks, "steps": result.steps,
             "best_val_acc": result.best_val, "best_task": result.best_task,
             "params": sum(p.numel() for p in model.parameters())}

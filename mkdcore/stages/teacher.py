@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from mkdcore.engine import seed_everything
+from mkdcore.models.build import build, teacher_spec
+from mkdcore.models.folder import save_model, selected_weights
 from mkdcore.stages.base import StageContext
-from mkdcore.stages.common import best_state, build_fewshot, data_spec, save_model
+from mkdcore.stages.dataset import data_spec
 from mkdcore.stages.fewshot_training import train_on_frames
 
 
@@ -16,10 +18,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
     m = ctx.node.params["modality"]
     t = cfg.teacher
     seed_everything(t.training.seed)  # initial weights depend on the seed only, not on what ran before
-    model, spec = build_fewshot(t.backbone, t.head, cfg.data.frames, t.pretrained.get(m))
-    spec["modality"] = m
+    model, spec = build(teacher_spec(cfg, m), t.pretrained.get(m))
     spec["data"] = data_spec(cfg)
     result = train_on_frames(ctx, model, m, t.training, t.query_train or cfg.episodes.query_train)
-    save_model(ctx.dir / "model", model, spec, best_state(ctx.dir))
+    save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
     return {"modality": m, "tasks": result.tasks, "steps": result.steps, "best_val_acc": result.best_val,
             "best_task": result.best_task, "params": sum(p.numel() for p in model.parameters())}

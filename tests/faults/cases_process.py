@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable
 
-from tests.faults.table import FINISHED, Case
+from tests.faults.table import Case
 from tests.faults.workspace import Outcome, Workspace, mkd_env, run_subprocess
 
 LONGER = ("--set", "training.tasks=16", "--set", "training.checkpoint_every=2", "--set", "training.log_every=1",
