@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # redis-server for the queue tests: installed with apt-get when missing. The tests
-# start their own servers on free loopback ports and stop them (tests/conftest.py).
+# start their own servers on free loopback ports and stop them (tests/redis_fixtures.py).
 services:
 	@command -v redis-server >/dev/null 2>&1 || { \
 	  echo "installing redis-server"; \

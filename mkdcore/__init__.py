@@ -1,6 +1,7 @@
 """mkd: multi-modal knowledge distillation for lightweight few-shot action recognition."""
 
-from importlib.metadata import PackageNotFoundError, version as _version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("lite-mkd")

@@ -2,15 +2,16 @@
 
 One *task* is one episode; gradients are accumulated over ``tasks_per_batch`` tasks
 before one optimiser step (the Lite-MKD recipe). Everything needed to continue a run
-exactly (model, optimiser, scheduler, GradScaler, RNG states, task counter, best
-validation) is checkpointed at optimiser-step boundaries, so a resumed run performs
+exactly (model, optimiser, GradScaler, RNG states, task counter, best validation; the
+learning rate is a pure function of the task counter, see :func:`lr_factor`) is checkpointed at optimiser-step boundaries, so a resumed run performs
 the same steps and logs the same metrics as an uninterrupted one with the same seed:
 episode ``i`` depends only on ``(seed, i)`` (see :func:`task_seed`), never on how many
 tasks ran in this process.
 
 Safety: a non-finite loss stops training with :class:`TrainingError` and leaves the
 last good checkpoint in place; SIGTERM (e.g. ``mkd cancel``) writes a checkpoint at
-the next task boundary and exits with code 143.
+the next task boundary and the command exits with
+:data:`mkdcore.errors.TERMINATED_EXIT_CODE` (143).
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ import torch
 
 from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
-from mkdcore.fileio import CorruptFileError, append_line, atomic_torch_save, clean_stale_temps, read_torch
+from mkdcore.fileio import (
+    CorruptFileError,
+    append_line,
+    atomic_torch_save,
+    clean_stale_temps,
+    read_torch,
+)
 from mkdcore.progress import ProgressReporter
 from mkdcore.stages.stage_dir import StageDir
-
 
 
 def task_seed(seed: int, task: int, stream: int = 0) -> int:

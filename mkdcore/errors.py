@@ -7,6 +7,10 @@ or value at fault. The CLI catches ``MkdError`` and prints ``error: <message>``.
 
 from __future__ import annotations
 
+#: exit code of a command whose stage checkpointed and stopped on SIGTERM (128 + 15):
+#: ``mkd run`` returns it, the queue treats it as "stopped, resumable"
+TERMINATED_EXIT_CODE = 143
+
 
 class MkdError(Exception):
     """A user-facing error: its message is printed alone, as one line."""

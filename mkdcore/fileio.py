@@ -218,7 +218,9 @@ _TEMP = re.compile(r"^\.?.+\.tmp-(\d+)$")
 
 
 def clean_stale_temps(folder: Path, alive: Callable[[int], bool] | None = None) -> int:
-    """Remove ``.*.tmp-<pid>`` files in ``folder`` whose writer is no longer running.
+    """Remove ``.*.tmp-<pid>`` files and folders in ``folder`` whose writer is no longer
+    running (a process killed while writing through :func:`atomic_path`, or while
+    deriving a video into its temporary folder).
 
     Temp files of this process are kept: another thread of it may be writing one now
     (a stale one of a recycled pid is overwritten by its next write anyway)."""
@@ -232,12 +234,15 @@ def clean_stale_temps(folder: Path, alive: Callable[[int], bool] | None = None) 
         return 0
     for entry in entries:
         m = _TEMP.match(entry.name)
-        if not m or not entry.is_file():
+        if not m:
             continue
         pid = int(m.group(1))
         if pid == os.getpid() or alive(pid):
             continue
-        _unlink_quietly(entry)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            _unlink_quietly(entry)
         removed += 1
     return removed
 

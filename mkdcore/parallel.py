@@ -15,7 +15,16 @@ import signal
 import subprocess
 import time
 from multiprocessing.context import BaseContext
-from typing import Sequence
+from typing import Iterator, Sequence, TypeVar
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
+    """``items`` in consecutive slices of ``n`` (the last one shorter): the batches that
+    process pools and batched model calls take."""
+    for start in range(0, len(items), n):
+        yield items[start : start + n]
 
 
 def worker_context(preload: Sequence[str] = ()) -> BaseContext:

@@ -19,24 +19,24 @@ named in the error of any lookup that fails (it may be what provides the missing
 
 from __future__ import annotations
 
-import os
 import sys
 from importlib.metadata import entry_points
 from typing import Any, Callable
 
 import pluggy
 
-from mkdcore import hookspecs
+from mkdcore import hookspecs, settings
 from mkdcore.errors import PluginError
-from mkdcore.registry import CAPABILITIES, HOOK_OF_KIND, BrokenPlugin, PluginSpec, Registry, describe
+from mkdcore.registry import (
+    CAPABILITIES,
+    HOOK_OF_KIND,
+    BrokenPlugin,
+    PluginSpec,
+    Registry,
+    describe,
+)
 
 ENTRY_POINT_GROUP = "mkd"
-
-
-def _env_names(variable: str) -> set[str] | None:
-    """``a, b`` -> ``{"a", "b"}``; None when the variable is unset."""
-    value = os.environ.get(variable)
-    return None if value is None else {n.strip() for n in value.split(",") if n.strip()}
 
 
 def _one_line(exc: BaseException, limit: int = 300) -> str:
@@ -55,7 +55,7 @@ class PluginManager:
         self._sources: dict[str, tuple[str, str]] = {}  # plugin name -> (package, version)
         self.broken: dict[str, BrokenPlugin] = {}  # plugin name -> why it was skipped
         self.disabled: list[str] = []  # entry points skipped by MKD_DISABLE_PLUGINS
-        if os.environ.get("MKD_TRACE_PLUGINS"):
+        if settings.TRACE_PLUGINS.flag():
             self.pm.add_hookcall_monitoring(_trace_before, _trace_after)
         if load_entrypoints:
             self.load_entrypoints()
@@ -64,8 +64,8 @@ class PluginManager:
     # ---------------------------------------------------------------- loading
     def load_entrypoints(self) -> None:
         """Import and register the ``mkd`` entry points; a broken one is skipped (warned)."""
-        only = _env_names("MKD_LOAD_PLUGINS")
-        disabled = _env_names("MKD_DISABLE_PLUGINS") or set()
+        only = settings.LOAD_PLUGINS.names()
+        disabled = settings.DISABLE_PLUGINS.names() or set()
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             if only is not None and ep.name not in only:
                 continue
@@ -124,7 +124,7 @@ class PluginManager:
             # component knows which plugin (and package) provided it.
             for impl in reversed(hook.get_hookimpls()):
                 register = self._make_register(registry, kind, impl.plugin_name)
-                if os.environ.get("MKD_TRACE_PLUGINS"):
+                if settings.TRACE_PLUGINS.flag():
                     print(f"mkd: {hook_name} -> {impl.plugin_name}", file=sys.stderr)
                 try:
                     impl.function(**{arg: register for arg in impl.argnames})

@@ -8,10 +8,11 @@ every update is appended to that file as one JSON object:
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
+
+from mkdcore import settings
 
 
 class ProgressReporter:
@@ -22,7 +23,7 @@ class ProgressReporter:
         self.total = total
         self.unit = unit
         self.show = sys.stderr.isatty() if show is None else show
-        self.path = os.environ.get("MKD_PROGRESS_FILE")
+        self.path = settings.PROGRESS_FILE.get()
         self._t0 = time.perf_counter()
         self._start_step = 0
         self._last_emit = 0.0
@@ -34,7 +35,13 @@ class ProgressReporter:
         self._t0 = time.perf_counter()
         self._start_step = done
         if self.show:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             self._bar = Progress(
                 TextColumn("[bold]{task.description}"),

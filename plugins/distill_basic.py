@@ -67,7 +67,7 @@ def ce_terms(student: dict[str, torch.Tensor], labels: torch.Tensor, target: str
     return {"ce": ce_loss(student[key], labels, reduction)}
 
 
-def need_teacher(teacher: dict | None, name: str) -> dict:
+def require_teacher(teacher: dict | None, name: str) -> dict:
     if teacher is None:
         raise TrainingError(f"distiller {name!r} needs teacher outputs (distillation.distiller.name: use 'ce' to train without a teacher)")
     return teacher
@@ -108,7 +108,7 @@ class KDDistiller:
         return {"kd": kd_loss(student["logits_1"], teacher["logits"], self.temperature)}
 
     def __call__(self, student, teacher, query_labels):
-        teacher = need_teacher(teacher, self.name)
+        teacher = require_teacher(teacher, self.name)
         soft = self.soft_terms(student, teacher)
         terms = {**ce_terms(student, query_labels, self.target), **soft}
         return combine(terms, self.weights(), set(soft), self.scaling, self.tasks)

@@ -46,9 +46,9 @@ class D2MDistiller:
 
     def __call__(self, student, teacher, query_labels):
         from mkdcore.models.losses import ce_loss, dist_loss, kd_loss
-        from plugins.distill_basic import combine, need_teacher
+        from plugins.distill_basic import combine, require_teacher
 
-        teacher = need_teacher(teacher, "d2m")
+        teacher = require_teacher(teacher, "d2m")
         ce_logits = student.get("logits_2", student["logits_1"])
         relations = student.get("relations_2", student["relations_1"])
         terms = {

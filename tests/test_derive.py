@@ -16,14 +16,13 @@ from click.testing import CliRunner
 
 from mkdcore.cli.main import cli
 from mkdcore.data.derive import (
-    TMP_PREFIX,
-    clean_stale_tmp,
     derive_dataset,
     is_complete,
     list_videos,
 )
 from mkdcore.data.layout import DatasetLayout
 from mkdcore.errors import PluginError
+from mkdcore.fileio import clean_stale_temps
 
 NAMES = [f"{i:08d}.jpg" for i in range(1, 9)]
 
@@ -63,7 +62,7 @@ def test_derive_flow_on_cpu_then_resume(tmp_path, plugin_manager):
     assert img[14:22, 10:16].min(axis=-1).mean() < 200
     again = derive_dataset(root, "flow", {"preset": "fast"}, progress=False)
     assert again.skipped == 4 and again.derived == 0
-    assert not any(p.name.startswith(TMP_PREFIX) for p in (root / "flow_l8").iterdir())
+    assert not any(".tmp-" in p.name for p in (root / "flow_l8").iterdir())
 
 
 def test_process_pool_gives_the_same_images(tmp_path, plugin_manager):
@@ -84,7 +83,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_redone(tmp_path, plugin_manag
     out = root / "flow_l8"
     # a dead process's temporary folder, and a half video that is not complete
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    stale = out / f"{TMP_PREFIX}class_0-video_0-{int(dead.stdout)}"
+    stale = out / f".class_0-video_0.tmp-{int(dead.stdout)}"
     stale.mkdir(parents=True)
     (stale / NAMES[0]).write_bytes(b"\xff\xd8 half")
     half = out / "class_1" / "video_1"
@@ -95,9 +94,9 @@ def test_leftovers_of_a_killed_run_are_cleaned_and_redone(tmp_path, plugin_manag
     assert s.ok and s.derived == 4
     assert not stale.exists() and all_decode(half)
     # a live process's temporary folder is left alone
-    live = out / f"{TMP_PREFIX}x-y-{os.getppid()}"
+    live = out / f".x-y.tmp-{os.getppid()}"
     live.mkdir()
-    assert clean_stale_tmp(out) == 0 and live.exists()
+    assert clean_stale_temps(out) == 0 and live.exists()
 
 
 def test_sigkill_half_way_then_rerun_finishes_with_no_corrupt_image(tmp_path):
@@ -120,7 +119,7 @@ def test_sigkill_half_way_then_rerun_finishes_with_no_corrupt_image(tmp_path):
     assert res.exit_code == 0, res.output
     assert f"{len(finished)} already done" in res.output
     assert len(done()) == 48 and all(all_decode(d) for d in done())
-    assert not [p for p in out.iterdir() if p.name.startswith(TMP_PREFIX)]
+    assert not [p for p in out.iterdir() if ".tmp-" in p.name]
 
 
 def test_cli_lists_failures_and_exits_non_zero(tmp_path):

@@ -17,10 +17,9 @@
 
 from __future__ import annotations
 
-import os
-
 from celery import Celery
 
+from mkdcore import settings
 from mkdcore.jobs.broker import broker_url, tls_options
 
 #: Longer than any training job; Redis re-delivers an unacked message only after this.
@@ -82,4 +81,4 @@ def make_app(url: str | None = None) -> Celery:
     return app
 
 
-app = make_app(os.environ.get("MKD_BROKER_URL"))
+app = make_app(settings.BROKER_URL.get())

@@ -27,10 +27,15 @@ from typing import Any
 from celery.signals import worker_ready, worker_shutdown
 from celery.utils.log import get_logger
 
-from mkdcore import procinfo
+from mkdcore import procinfo, settings
 from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch, recover_stale, requeue_lost
-from mkdcore.jobs.heartbeats import HEARTBEAT_EVERY_S, STALE_AFTER_S, read_heartbeats, workers_dir
+from mkdcore.jobs.heartbeats import (
+    HEARTBEAT_EVERY_S,
+    STALE_AFTER_S,
+    read_heartbeats,
+    workers_dir,
+)
 from mkdcore.jobs.messages import make_sender
 from mkdcore.jobs.store import JobStore, atomic_write, default_runs_dir, read_json
 from workers.gpu import gpu_stats
@@ -40,7 +45,7 @@ log = get_logger("mkd.heartbeat")
 
 def worker_gpu() -> int | None:
     """The GPU this worker owns (``MKD_WORKER_GPU``, set by ``mkd worker``), None for CPU."""
-    value = os.environ.get("MKD_WORKER_GPU", "")
+    value = settings.WORKER_GPU.get() or ""
     return int(value) if value.strip().isdigit() else None
 
 
@@ -65,7 +70,7 @@ def beat_payload(node: str, runs_dir: Path, stopped: bool = False) -> dict[str, 
         "node": node,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "queues": os.environ.get("MKD_WORKER_QUEUES", ""),
+        "queues": settings.WORKER_QUEUES.get() or "",
         "gpu": gpu_stats(worker_gpu()),
         "rss_mib": round(rss / 2**20),
         "task": task,
@@ -155,7 +160,7 @@ _thread: Heartbeat | None = None
 @worker_ready.connect
 def _start(sender=None, **_: Any) -> None:
     global _thread
-    node = os.environ.get("MKD_NODE") or getattr(sender, "hostname", None) or socket.gethostname()
+    node = settings.NODE.get() or getattr(sender, "hostname", None) or socket.gethostname()
     try:
         recover_predecessor(node, default_runs_dir(), sender.app)
     except Exception as exc:  # a full disk or broken record must not stop the worker; the watchdog retries

@@ -17,14 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-#: ``python -m <module> run ...``; tests and alternative pipelines may set MKD_STAGE_MODULE.
-STAGE_MODULE = "mkdcore.cli.main"
+from mkdcore import settings
+from mkdcore.errors import TERMINATED_EXIT_CODE
+
 #: Exit code of a stage that checkpointed and stopped on SIGTERM (128 + 15).
-EXIT_TERMINATED = 143
+EXIT_TERMINATED = TERMINATED_EXIT_CODE
 
 
 def stage_argv(config_file: str, stage: str) -> list[str]:
-    module = os.environ.get("MKD_STAGE_MODULE", STAGE_MODULE)
+    module = settings.STAGE_MODULE.get()  # ``python -m <module> run ...``; tests swap it
     return [sys.executable, "-m", module, "run", config_file, "--stages", stage]
 
 

@@ -29,11 +29,17 @@ from typing import Any
 from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
-from mkdcore import names, procinfo
+from mkdcore import names, procinfo, settings
 from mkdcore.errors import MkdError
 from mkdcore.jobs.dispatch import dispatch
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender
-from mkdcore.jobs.store import JobNotFound, JobStore, atomic_write, default_runs_dir, read_json
+from mkdcore.jobs.store import (
+    JobNotFound,
+    JobStore,
+    atomic_write,
+    default_runs_dir,
+    read_json,
+)
 from mkdcore.parallel import terminate_group
 from workers.celery_app import app
 from workers.runner import EXIT_TERMINATED, spawn_stage
@@ -45,7 +51,7 @@ POLL_S = 0.5
 
 
 def node_name(request_hostname: str | None = None) -> str:
-    return os.environ.get("MKD_NODE") or request_hostname or socket.gethostname()
+    return settings.NODE.get() or request_hostname or socket.gethostname()
 
 
 def task_file(node: str) -> Path:

@@ -22,7 +22,12 @@ def synth(out: Path, classes: int, videos_per_class: int, size: int, seed: int, 
     Reruns skip finished videos, so an interrupted run can simply be started again.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TimeRemainingColumn,
+    )
 
     from mkdcore.data.synth import SPLIT_NAME, SynthParams, manifest, render_dataset
 

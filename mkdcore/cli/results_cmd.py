@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-
 #: how to get a good results.json back (the report stage always rewrites it)
 REMEDY = "delete it, or rewrite it with `mkd run CONFIG --force report`"
 

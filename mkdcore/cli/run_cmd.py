@@ -20,6 +20,7 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
     interrupted stage resumes from its last checkpoint."""
     from mkdcore.config import load_config
     from mkdcore.engine import Terminated
+    from mkdcore.errors import TERMINATED_EXIT_CODE
     from mkdcore.stages.dag import plan
     from mkdcore.stages.runner import run_experiment
 
@@ -39,7 +40,7 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
         nodes, ran = run_experiment(cfg, split(stages) or None, split(force), echo=lambda m: click.echo(m, err=True))
     except Terminated as exc:
         click.echo(f"stopped: {exc}", err=True)
-        raise SystemExit(143)
+        raise SystemExit(TERMINATED_EXIT_CODE)
     results = Path(cfg.runtime.runs_dir) / cfg.name / "results.json"
     if "report" not in ran and nodes["report"].freshness(nodes) and results.is_file():
         from mkdcore.report import load_results, print_table, rows_of

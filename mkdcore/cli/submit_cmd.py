@@ -47,7 +47,13 @@ def submit(config: str, overrides: tuple[str, ...], name: str | None, priority: 
     from mkdcore.jobs.broker import broker_url, ping_redis
     from mkdcore.jobs.dispatch import stage_done_on_disk
     from mkdcore.jobs.messages import make_sender
-    from mkdcore.jobs.submit import build_job, git_sha, load_members, new_group_id, record_and_dispatch
+    from mkdcore.jobs.submit import (
+        build_job,
+        git_sha,
+        load_members,
+        new_group_id,
+        record_and_dispatch,
+    )
     from mkdcore.preflight import check_experiment
     from mkdcore.stages.dag import plan
 

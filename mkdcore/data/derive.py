@@ -6,10 +6,10 @@ and writes ``<root>/<name>_l8/<class>/<video>/`` with the RGB file names (spec 1
 Guarantees:
 
 * **Resumable.** A video whose output folder holds every RGB file name is skipped.
-* **Atomic per video.** Images are written into ``<name>_l8/.tmp-<class>-<video>-<pid>/``
+* **Atomic per video.** Images are written into ``<name>_l8/.<class>-<video>.tmp-<pid>/``
   and the folder is renamed into place only when complete, so a kill (even SIGKILL)
   never leaves a half-written video that looks done; a later run deletes the
-  leftover ``.tmp-*`` folders of dead processes. Hidden (dot) folders are ignored by
+  leftover temporary folders of dead processes (:func:`mkdcore.fileio.clean_stale_temps`). Hidden (dot) folders are ignored by
   :mod:`mkdcore.data.layout`.
 * **Tied to its options.** ``<name>_l8/.mkd-derived.json`` (the *stamp*) records the
   modality, its validated options and the plugin package version that made the folder,
@@ -37,14 +37,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import re
 import shutil
 import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -53,16 +52,16 @@ import numpy as np
 
 from mkdcore.data import VideoKey
 from mkdcore.data.layout import DatasetLayout, list_dirs
+from mkdcore.device import resolve_device
 from mkdcore.errors import ConfigError, DataError, MkdError
+from mkdcore.fileio import clean_stale_temps, temp_path
 from mkdcore.modalities.base import Clip, Modality, check_images
-from mkdcore.parallel import pid_alive, worker_context
+from mkdcore.parallel import chunks, worker_context
 
 #: folder holding, per sampled RGB frame, the original video's next frame (same names)
 NEXT_FRAMES_MODALITY = "rgb_next"
-TMP_PREFIX = ".tmp-"
 #: the stamp file in a derived folder (hidden, so layout listing ignores it)
 STAMP = ".mkd-derived.json"
-_TMP_PID = re.compile(r"-(\d+)$")
 
 
 @dataclass
@@ -189,22 +188,6 @@ def is_complete(video_dir: Path, names: Sequence[str]) -> bool:
         return False
 
 
-def clean_stale_tmp(out_dir: Path) -> int:
-    """Delete ``.tmp-*-<pid>`` folders left by derive processes that no longer run."""
-    removed = 0
-    if not out_dir.is_dir():
-        return 0
-    for entry in out_dir.iterdir():
-        if not entry.name.startswith(TMP_PREFIX) or not entry.is_dir():
-            continue
-        m = _TMP_PID.search(entry.name)
-        if m and int(m.group(1)) != os.getpid() and pid_alive(int(m.group(1))):
-            continue  # another derive is writing it right now
-        shutil.rmtree(entry, ignore_errors=True)
-        removed += 1
-    return removed
-
-
 # ----------------------------------------------------------------------- one video
 def read_rgb(paths: Sequence[Path]) -> np.ndarray:
     """Frames as uint8 ``(T, H, W, 3)`` RGB numpy, decoded by OpenCV (libjpeg-turbo).
@@ -248,7 +231,7 @@ def write_video(out_dir: Path, key: VideoKey, names: Sequence[str], images: Sequ
     import cv2
 
     final = out_dir / key.class_name / key.video
-    tmp = out_dir / f"{TMP_PREFIX}{key.class_name}-{key.video}-{os.getpid()}"
+    tmp = temp_path(out_dir / f"{key.class_name}-{key.video}")  # hidden: layout listings skip it
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
@@ -327,22 +310,6 @@ def _work(key: VideoKey) -> tuple[VideoKey, int, str | None]:
 
 
 # ----------------------------------------------------------------------- the run
-def resolve_device(device: str) -> str:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto``; a CUDA device must exist."""
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device {device!r}: no CUDA GPU is visible to torch here; use --device cpu")
-    elif device != "cpu":
-        raise ConfigError(f"device {device!r}: use cpu, cuda, cuda:N or auto")
-    return device
-
-
 def build_modality(name: str, options: dict[str, Any] | None) -> Modality:
     from mkdcore.plugins import get_manager
 
@@ -370,7 +337,8 @@ def derive_dataset(
         raise ConfigError(f"workers must be >= 1, got {workers}")
     layout = DatasetLayout(root)
     modality = build_modality(modality_name, options)
-    device = resolve_device(device)
+    # CPU modalities never need torch here (their workers stay torch-free)
+    device = "cpu" if device == "cpu" else str(resolve_device(device, "--device"))
     videos = list_videos(layout)
     if not videos:
         raise DataError(f"{layout.rgb_dir}: no <class>/<video> folders")
@@ -428,7 +396,7 @@ def _derive_videos(modality: Modality, modality_name: str, options: dict[str, An
         else:
             summary.skipped += 1
     if not existing_only and todo:
-        clean_stale_tmp(out_dir)
+        clean_stale_temps(out_dir)
 
     with _Progress(progress, modality_name, len(videos), summary.skipped) as bar:
         if existing_only:
@@ -462,7 +430,7 @@ def _record(summary: DeriveSummary, bar: _Progress, key: VideoKey, n: int, err: 
 
 def _run_inprocess(modality: Modality, layout: DatasetLayout, out_dir: Path, todo: list[tuple[VideoKey, list[str]]],
                    summary: DeriveSummary, bar: _Progress, batch_videos: int) -> None:
-    for chunk in _chunks(todo, max(1, batch_videos)):
+    for chunk in chunks(todo, max(1, batch_videos)):
         clips: list[tuple[VideoKey, Clip]] = []
         for key, _ in chunk:
             try:
@@ -525,11 +493,6 @@ def _take(it: Iterator[VideoKey], n: int) -> list[VideoKey]:
         except StopIteration:
             break
     return out
-
-
-def _chunks(items: list, n: int) -> Iterator[list]:
-    for i in range(0, len(items), n):
-        yield items[i : i + n]
 
 
 class _Progress:

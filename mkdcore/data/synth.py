@@ -44,7 +44,7 @@ import socket
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -52,7 +52,7 @@ from PIL import Image
 from mkdcore.data.synth_actions import ACTION_INDEX, ACTIONS
 from mkdcore.errors import ConfigError, DataError
 from mkdcore.fileio import CorruptFileError, atomic_write_text, read_json
-from mkdcore.parallel import pid_alive, worker_context
+from mkdcore.parallel import chunks, pid_alive, worker_context
 
 MODALITIES: tuple[str, ...] = ("depth", "skeleton", "rgb")  # rgb last: it is what readers see first
 #: the folder of next original frames (:data:`mkdcore.data.derive.NEXT_FRAMES_MODALITY`)
@@ -253,11 +253,6 @@ def _render_chunk(args: tuple[Path, list[tuple[str, int]], int, int, int, bool])
     return sum(render_one(root, c, i, size, frames, seed, next_frames) for c, i in jobs)
 
 
-def _chunks(items: list, n: int) -> Iterator[list]:
-    for start in range(0, len(items), n):
-        yield items[start : start + n]
-
-
 def dataset_complete(root: Path | str, params: SynthParams) -> bool:
     """True when ``root`` holds every video of ``params`` in every modality."""
     root = Path(root)
@@ -317,7 +312,7 @@ def render_dataset(
             if progress:
                 progress(done, total)
     else:
-        tasks = [(root, part, size, frames, seed, next_frames) for part in _chunks(todo, chunk)]
+        tasks = [(root, part, size, frames, seed, next_frames) for part in chunks(todo, chunk)]
         with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context(["numpy", "cv2", "mkdcore.data.synth"])) as pool:
             for part, _ in zip(tasks, pool.map(_render_chunk, tasks)):
                 done += len(part[1])

@@ -8,11 +8,11 @@ Every place that shows a URL or an error about it goes through :func:`redact` /
 
 from __future__ import annotations
 
-import os
 import ssl
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from mkdcore import settings
 from mkdcore.errors import ServiceError
 
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
@@ -29,7 +29,7 @@ CERT_REQS = {
 
 def broker_url(configured: str | None = None) -> str:
     """``MKD_BROKER_URL``, else the configured URL, else loopback Redis."""
-    return os.environ.get("MKD_BROKER_URL") or configured or DEFAULT_BROKER_URL
+    return settings.BROKER_URL.get() or configured or DEFAULT_BROKER_URL
 
 
 def _password(url: str) -> str | None:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mkdcore.jobs.heartbeats import STALE_AFTER_S, HEARTBEAT_EVERY_S, lost_reason
+from mkdcore.jobs.heartbeats import HEARTBEAT_EVERY_S, STALE_AFTER_S, lost_reason
 from mkdcore.jobs.model import JobRecord, StageRecord, new_token
 from mkdcore.jobs.store import Transaction
 

@@ -7,18 +7,18 @@ we cannot tell, so we do not say "down"); the watchdog re-queues its stages.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
 
+from mkdcore import settings
 from mkdcore.jobs.model import StageRecord
 from mkdcore.jobs.store import read_json
 
 #: Seconds between two heartbeats of a worker.
-HEARTBEAT_EVERY_S = float(os.environ.get("MKD_HEARTBEAT_EVERY", "2"))
+HEARTBEAT_EVERY_S = settings.HEARTBEAT_EVERY.get_float()
 #: A worker silent for longer than this is "unknown" and its stages are re-queued.
-STALE_AFTER_S = float(os.environ.get("MKD_STALE_AFTER", "30"))
+STALE_AFTER_S = settings.STALE_AFTER.get_float()
 
 
 def workers_dir(runs_dir: str | Path) -> Path:

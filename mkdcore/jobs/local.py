@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mkdcore import procinfo
+from mkdcore import procinfo, settings
 from mkdcore.errors import ServiceError
 from mkdcore.jobs.store import atomic_write, read_json
 from mkdcore.parallel import pid_alive, terminate_group
@@ -32,7 +32,7 @@ PROCESSES = ("worker", "redis")
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get("MKD_STATE_DIR") or Path.home() / ".mkd").absolute()
+    return Path(settings.STATE_DIR.get()).absolute()
 
 
 def redis_binary() -> str:

@@ -19,15 +19,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from mkdcore import names
+from mkdcore import fileio, names, settings
 from mkdcore.errors import MkdError
-from mkdcore import fileio
 from mkdcore.fileio import CorruptFileError, atomic_write_text, clean_stale_temps
 from mkdcore.jobs.model import JobRecord
 
@@ -38,7 +36,7 @@ class JobNotFound(MkdError):
 
 def default_runs_dir() -> Path:
     """``MKD_RUNS_DIR`` or ``./runs`` (the config default ``runtime.runs_dir``)."""
-    return Path(os.environ.get("MKD_RUNS_DIR", "runs")).absolute()
+    return Path(settings.RUNS_DIR.get()).absolute()
 
 
 def atomic_write(path: Path, text: str, what: str = "file") -> None:

@@ -11,7 +11,14 @@ from typing import Any
 
 import yaml
 
-from mkdcore.config import ExperimentConfig, apply_overrides, config_from_dict, parse_override, read_yaml, stable_hash
+from mkdcore.config import (
+    ExperimentConfig,
+    apply_overrides,
+    config_from_dict,
+    parse_override,
+    read_yaml,
+    stable_hash,
+)
 from mkdcore.errors import ConfigError, MkdError
 from mkdcore.jobs.model import JobRecord, StageRecord, new_job_id
 from mkdcore.jobs.store import JobStore, atomic_write

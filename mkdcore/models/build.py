@@ -8,7 +8,7 @@ config (it is what ``model.json`` of a model folder holds)::
     {"type": "fusion_teacher", "fusion": {...}, "head": {...}, "modalities": [...], "frames": T, "dim": D}
 
 Widths and sizes are filled in at build time (configs are validated before they are
-known) by :func:`resolved`: a head's ``in_dim`` is the backbone's ``out_dim`` (or the
+known) by :func:`with_pipeline_options`: a head's ``in_dim`` is the backbone's ``out_dim`` (or the
 fusion's ``dim``), ``seq_len`` is ``data.frames``, a fusion's ``modalities`` are
 ``modalities.names``, a distiller's ``tasks_per_batch`` the engine's accumulation, each
 only if the component's options model declares it and the config does not set it. No
@@ -29,7 +29,7 @@ from mkdcore.models.fewshot import FewShotModel
 Spec = dict[str, Any]
 
 
-def resolved(kind: str, component: Component, **known: Any) -> Component:
+def with_pipeline_options(kind: str, component: Component, **known: Any) -> Component:
     """The component with pipeline-known values (widths, frame count, accumulation) filled
     in for the options its plugin accepts; options set in the config win."""
     model = api.get(kind, component.name).options
@@ -80,8 +80,8 @@ def student_spec(cfg: ExperimentConfig, variant: str) -> Spec:
 def fusion_spec(cfg: ExperimentConfig, dim: int) -> Spec:
     """The MFM teacher over per-modality features of width ``dim``."""
     f = cfg.fusion
-    fusion_c = resolved("fusion", f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
-    head_c = resolved("head", f.head, in_dim=dim, seq_len=cfg.data.frames)
+    fusion_c = with_pipeline_options("fusion", f.module, dim=dim, seq_len=cfg.data.frames, modalities=list(cfg.modalities.names))
+    head_c = with_pipeline_options("head", f.head, in_dim=dim, seq_len=cfg.data.frames)
     return {"type": "fusion_teacher", "fusion": fusion_c.model_dump(mode="json"), "head": head_c.model_dump(mode="json"),
             "modalities": list(cfg.modalities.names), "frames": cfg.data.frames, "dim": dim}
 
@@ -106,7 +106,7 @@ def _build_fewshot(spec: Spec, pretrained: Path | None) -> tuple[FewShotModel, S
     if pretrained is not None:
         bb_opts.setdefault("pretrained", str(pretrained))
     backbone = api.create("backbone", backbone_c.name, **bb_opts)
-    head_c = resolved("head", Component(**spec["head"]), in_dim=backbone.out_dim, seq_len=spec["frames"])
+    head_c = with_pipeline_options("head", Component(**spec["head"]), in_dim=backbone.out_dim, seq_len=spec["frames"])
     head = api.create("head", head_c.name, **head_c.options)
     saved = {**spec, "backbone": {"name": backbone_c.name, "options": {k: v for k, v in bb_opts.items() if k != "pretrained"}},
              "head": head_c.model_dump(mode="json")}

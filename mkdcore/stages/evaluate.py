@@ -11,15 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
-
 from mkdcore.data.episodes import EpisodeSampler, load_episodes
 from mkdcore.errors import DataError
-from mkdcore.stages.base import StageContext
 from mkdcore.fileio import atomic_write_json
 from mkdcore.models.folder import load_model
-from mkdcore.stages.dataset import episode_keys, layout_of, split_of, transform_of
-from mkdcore.stages.scoring import branch_logits, feature_caches_for, score_episodes, score_on_frames
+from mkdcore.stages.base import StageContext
 from mkdcore.stages.cost import fewshot_cost, mfm_teacher_cost
+from mkdcore.stages.dataset import episode_keys, layout_of, split_of, transform_of
+from mkdcore.stages.scoring import (
+    branch_logits,
+    feature_caches_for,
+    score_episodes,
+    score_on_frames,
+)
 
 
 def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:

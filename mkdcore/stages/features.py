@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from mkdcore.data.features import FeatureStore
-from mkdcore.stages.base import StageContext
 from mkdcore.models.folder import load_model
+from mkdcore.stages.base import StageContext
 from mkdcore.stages.dataset import all_keys, layout_of, transform_of
 from mkdcore.stages.scoring import extract_backbone_features
 

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 
 from mkdcore.data.features import FeatureStore
-from mkdcore.stages.base import StageContext
 from mkdcore.models.folder import load_model
+from mkdcore.stages.base import StageContext
 from mkdcore.stages.dataset import all_keys
 from mkdcore.stages.scoring import feature_caches_for
 

@@ -28,7 +28,8 @@ import json
 import os
 import uuid
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version as dist_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any, Callable
 

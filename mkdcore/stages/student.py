@@ -15,7 +15,7 @@ import torch
 from mkdcore import api
 from mkdcore.config import student_variants
 from mkdcore.engine import seed_everything
-from mkdcore.models.build import build, resolved, student_spec
+from mkdcore.models.build import build, student_spec, with_pipeline_options
 from mkdcore.models.folder import load_model, save_model, selected_weights
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.dag import needs_teacher
@@ -42,7 +42,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     model, mspec = build(student_spec(cfg, variant), cfg.student.pretrained)
     mspec["data"] = data_spec(cfg)
     # the distiller scales its terms by the accumulation the engine really uses
-    dist_c = resolved("distiller", spec["distiller"], tasks_per_batch=cfg.training.tasks_per_batch)
+    dist_c = with_pipeline_options("distiller", spec["distiller"], tasks_per_batch=cfg.training.tasks_per_batch)
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
     teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
     store = ctx.nodes["mm_features"].files.features if teacher is not None else None
