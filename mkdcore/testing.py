@@ -47,7 +47,7 @@ from mkdcore.data.layout import DatasetLayout
 from mkdcore.hookspecs import hookimpl
 from mkdcore.modalities.base import Modality
 
-__all__ = ["tiny_dataset", "check_modality", "derive_and_train", "TrainCheck", "registered_modality"]
+__all__ = ["tiny_dataset", "check_modality", "derive_and_train", "TrainCheck", "registered_modality", "run_cli"]
 
 #: the smallest synthetic dataset a 2-way episode fits in every split (4/2/2 classes)
 TRAIN_CLASSES = 8
@@ -246,3 +246,22 @@ def tiny_experiment(
     }
     data.update(sections)
     return config_from_dict(data, source=f"mkdcore.testing experiment for {modality!r}")
+
+
+def run_cli(*args: object) -> tuple[int, str, str]:
+    """``mkd ARGS`` in this process, through the console entry point (so a user error is
+    the one ``error:`` line a user sees): ``(exit code, stdout, stderr)``. Any other
+    exception propagates: for a test, a traceback is a failure."""
+    import contextlib
+    import io
+
+    from mkdcore.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code, out.getvalue(), err.getvalue()

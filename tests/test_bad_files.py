@@ -27,13 +27,12 @@ from typing import Iterator
 import pytest
 import torch
 
-from mkdcore.cli.main import main
 from mkdcore.config import TrainingConfig, load_config
 from mkdcore.engine import EpisodicTrainer
 from mkdcore.jobs.model import JobRecord, StageRecord
 from mkdcore.jobs.store import JobStore
 from mkdcore.stages.base import StageNode
-from mkdcore.stages.runner import run_experiment
+from mkdcore.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -53,18 +52,15 @@ class Smoke:
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
-    """The smoke DAG, run once for the module, plus a small frozen episode file."""
-    base = tmp_path_factory.mktemp("badfiles")
-    data, runs = base / "data" / "smoke", base / "runs"
-    cfg = load_config(SMOKE, [f"data.root={data}", f"runtime.runs_dir={runs}"])
-    nodes, _ = run_experiment(cfg, echo=lambda m: None)
-    episodes = base / "episodes.json"
-    e = cfg.episodes
-    code, _, err = mkd(None, "data", "episodes", data, "--split", "test", "--n", 3, "--way", e.way, "--shot", e.shot,
-                       "--query", e.query_test, "--out", episodes)
-    assert code == 0, err
-    return Smoke(data, runs, nodes, episodes)
+def smoke(smoke_template: Path) -> Smoke:
+    """A private copy of the session's finished smoke experiment (tests/conftest.py),
+    with its frozen test episodes."""
+    from mkdcore.stages.dag import plan
+    from tests.faults.workspace import fresh
+
+    ws = fresh(smoke_template)
+    nodes = {n.name: n for n in plan(load_config(ws.cfg, []))}
+    return Smoke(ws.data, ws.runs, nodes, ws.episodes)
 
 
 @pytest.fixture
@@ -87,19 +83,6 @@ def stage_dir(smoke: Smoke, stage: str) -> Path:
 
 def overrides(smoke: Smoke, runs: Path) -> list[str]:
     return ["--set", f"data.root={smoke.data}", "--set", f"runtime.runs_dir={runs}"]
-
-
-def mkd(capsys: pytest.CaptureFixture[str] | None, *args: object) -> tuple[int, str, str]:
-    """``mkd ARGS`` in-process through the console entry point: (exit code, stdout, stderr)."""
-    if capsys is not None:
-        capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr() if capsys is not None else ("", "")
-    return code, out, err
 
 
 _LIMITED = """
@@ -144,7 +127,7 @@ def truncate(path: Path) -> None:
 def test_config_not_utf8(tmp_path, capsys):
     bad = tmp_path / "latin1.yaml"
     bad.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    line = error_line(mkd(capsys, "run", bad))
+    line = error_line(run_cli("run", bad))
     assert "not UTF-8" in line and "save it as UTF-8" in line
 
 
@@ -154,7 +137,7 @@ def test_split_file_not_utf8(tmp_path, capsys):
     (root / "splits" / "mine").mkdir(parents=True)
     split = root / "splits" / "mine" / "testlist03.txt"
     split.write_bytes("jump/v1\nsaut\xe9/v2\n".encode("latin-1"))
-    line = error_line(mkd(capsys, "data", "episodes", root, "--out", tmp_path / "e.json"), split)
+    line = error_line(run_cli("data", "episodes", root, "--out", tmp_path / "e.json"), split)
     assert "not UTF-8" in line
 
 
@@ -164,7 +147,7 @@ def test_split_file_not_utf8(tmp_path, capsys):
 def test_corrupt_model_pt_read_by_a_later_stage(smoke, runs, capsys):
     fuse = stage_dir(smoke, "fuse")
     truncate(fuse / "model" / "model.pt")
-    result = mkd(capsys, "run", SMOKE, *overrides(smoke, runs), "--stages", "student:lite-mkd", "--force", "student:lite-mkd")
+    result = run_cli("run", SMOKE, *overrides(smoke, runs), "--stages", "student:lite-mkd", "--force", "student:lite-mkd")
     line = error_line(result, fuse / "model" / "model.pt", "--force fuse", fuse)
     assert "is corrupt" in line
     assert temp_files(runs) == []
@@ -176,11 +159,11 @@ def test_corrupt_model_files_read_by_eval(smoke, runs, capsys):
     student = stage_dir(smoke, "student:baseline")
     weights, spec = student / "model" / "model.pt", student / "model" / "model.json"
     weights.write_bytes(b"not a checkpoint")
-    line = error_line(mkd(capsys, "eval", student, "--episodes", smoke.episodes_file, "--device", "cpu"), weights)
+    line = error_line(run_cli("eval", student, "--episodes", smoke.episodes_file, "--device", "cpu"), weights)
     assert "is corrupt" in line and "--force student:baseline" in line
     shutil.copy(smoke.runs.with_name("runs-pristine") / weights.relative_to(smoke.runs), weights)
     truncate(spec)
-    error_line(mkd(capsys, "eval", student, "--episodes", smoke.episodes_file, "--device", "cpu"), spec, "--force student:baseline")
+    error_line(run_cli("eval", student, "--episodes", smoke.episodes_file, "--device", "cpu"), spec, "--force student:baseline")
 
 
 @slow
@@ -188,10 +171,10 @@ def test_corrupt_model_files_read_by_eval(smoke, runs, capsys):
 def test_corrupt_results_json(smoke, runs, capsys):
     results = runs / "smoke" / "results.json"
     truncate(results)
-    line = error_line(mkd(capsys, "results", runs), results)
+    line = error_line(run_cli("results", runs), results)
     assert "--force report" in line
     # `mkd run` of a finished experiment prints its table from results.json
-    line = error_line(mkd(capsys, "run", SMOKE, *overrides(smoke, runs)), results)
+    line = error_line(run_cli("run", SMOKE, *overrides(smoke, runs)), results)
     assert "--force report" in line
 
 
@@ -202,7 +185,7 @@ def test_corrupt_last_checkpoint_on_resume(smoke, runs, capsys):
     (teacher / "manifest.json").unlink()  # as if the run had been killed before it finished
     last = teacher / "checkpoints" / "last.pt"
     truncate(last)
-    line = error_line(mkd(capsys, "run", SMOKE, *overrides(smoke, runs), "--stages", "teacher:rgb"), last)
+    line = error_line(run_cli("run", SMOKE, *overrides(smoke, runs), "--stages", "teacher:rgb"), last)
     assert f"delete {last} to start the stage over" in line
 
 
@@ -221,15 +204,15 @@ def test_corrupt_job_record_in_status(tmp_path, capsys, monkeypatch):
     _job(store, "j1-good")
     bad = _job(store, "j2-bad")
     truncate(store.record_path(bad.id))
-    code, out, err = mkd(capsys, "status", "--runs-dir", store.runs_dir)
+    code, out, err = run_cli("status", "--runs-dir", store.runs_dir)
     assert code == 0 and "Traceback" not in err and err == "", err
     assert "j1-good" in out
     corrupt = [line for line in out.splitlines() if "j2-bad" in line]
     assert len(corrupt) == 1 and "corrupt" in corrupt[0] and "job.json" in corrupt[0], out
-    code, out, _ = mkd(capsys, "status", "--runs-dir", store.runs_dir, "--json")
+    code, out, _ = run_cli("status", "--runs-dir", store.runs_dir, "--json")
     assert [c["id"] for c in json.loads(out)["corrupt"]] == ["j2-bad"]
     # asking for that job is one line naming its record and how to be rid of it
-    line = error_line(mkd(capsys, "status", "j2-bad", "--runs-dir", store.runs_dir), store.record_path(bad.id))
+    line = error_line(run_cli("status", "j2-bad", "--runs-dir", store.runs_dir), store.record_path(bad.id))
     assert f"delete {store.job_dir(bad.id)}" in line
 
 

@@ -14,15 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mkdcore.cli.main import main
 from mkdcore.config import ExperimentConfig, load_config
 from mkdcore.data.episodes import load_episodes
 from mkdcore.data.loader import EpisodeDataset
-from mkdcore.stages.base import StageNode
 from mkdcore.models.folder import load_model
+from mkdcore.stages.base import StageNode
 from mkdcore.stages.dataset import layout_of, split_of, transform_of
 from mkdcore.stages.scoring import score_episodes
-from mkdcore.stages.runner import run_experiment
+from mkdcore.testing import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
@@ -42,32 +41,16 @@ class Smoke:
         return ["--set", f"data.root={self.data}", "--set", f"runtime.runs_dir={self.runs}"]
 
 
-def mkd(capsys: pytest.CaptureFixture[str] | None, *args: str) -> tuple[int, str, str]:
-    """Run ``mkd ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    if capsys is not None:
-        capsys.readouterr()
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr() if capsys is not None else ("", "")
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> Smoke:
-    """The smoke DAG, run once, plus frozen test episodes written by `mkd data episodes`."""
-    base = tmp_path_factory.mktemp("cli")
-    data, runs = base / "data" / "smoke", base / "runs"
-    cfg = load_config(SMOKE, [f"data.root={data}", f"runtime.runs_dir={runs}"])
-    nodes, _ = run_experiment(cfg, echo=lambda m: None)
-    episodes_file = base / "episodes" / "test.json"
-    e = cfg.episodes
-    code, _, _ = mkd(None, "data", "episodes", data, "--split", "test", "--n", N_EPISODES, "--seed", 7, "--way", e.way,
-                     "--shot", e.shot, "--query", e.query_test, "--out", episodes_file)
-    assert code == 0
-    return Smoke(cfg, data, runs, nodes, episodes_file)
+def smoke(smoke_template: Path) -> Smoke:
+    """A private copy of the session's finished smoke experiment (tests/conftest.py),
+    with the frozen test episodes `mkd data episodes` wrote for it (seed 7)."""
+    from mkdcore.stages.dag import plan
+    from tests.faults.workspace import fresh
+
+    ws = fresh(smoke_template)
+    cfg = load_config(ws.cfg, [])
+    return Smoke(cfg, ws.data, ws.runs, {n.name: n for n in plan(cfg)}, ws.episodes)
 
 
 def one_error_line(result: tuple[int, str, str]) -> str:
@@ -96,8 +79,8 @@ def test_data_episodes_freezes_test_episodes(smoke: Smoke):
     again = smoke.episodes_file.with_name("again.json")
     other = smoke.episodes_file.with_name("other.json")
     common = ["--split", "test", "--n", N_EPISODES, "--way", e.way, "--shot", e.shot, "--query", e.query_test]
-    assert mkd(None, "data", "episodes", smoke.data, *common, "--seed", 7, "--out", again)[0] == 0
-    assert mkd(None, "data", "episodes", smoke.data, *common, "--seed", 8, "--out", other)[0] == 0
+    assert run_cli("data", "episodes", smoke.data, *common, "--seed", 7, "--out", again)[0] == 0
+    assert run_cli("data", "episodes", smoke.data, *common, "--seed", 8, "--out", other)[0] == 0
     assert load_episodes(again)[0] == episodes
     assert load_episodes(other)[0] != episodes
 
@@ -122,7 +105,7 @@ def _direct_scores(smoke: Smoke, model_dir: Path):
 @pytest.mark.slow
 def test_eval_student_matches_direct_scoring(smoke: Smoke, capsys):
     stage_dir = smoke.nodes["student:lite-mkd"].stage_dir
-    code, out, err = mkd(capsys, "eval", stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
+    code, out, err = run_cli("eval", stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
     assert code == 0, err
     got = json.loads(out)
     assert {"accuracy", "ci95", "per_class_accuracy", "episodes", "classes"} <= set(got)
@@ -133,26 +116,26 @@ def test_eval_student_matches_direct_scoring(smoke: Smoke, capsys):
     assert got["ci95"] == pytest.approx(want["ci95"], abs=1e-9)
     assert got["per_class_accuracy"] == pytest.approx(want["per_class_accuracy"], abs=1e-9)
     # the human-readable form says the same
-    code, out, _ = mkd(capsys, "eval", stage_dir / "model", "--episodes", smoke.episodes_file, "--device", "cpu")
+    code, out, _ = run_cli("eval", stage_dir / "model", "--episodes", smoke.episodes_file, "--device", "cpu")
     assert code == 0 and f"{got['accuracy']:.2f} ± {got['ci95']:.2f} %" in out
 
 
 @pytest.mark.slow
 def test_eval_errors_are_one_line(smoke: Smoke, capsys):
     data_dir = smoke.nodes["data"].stage_dir
-    line = one_error_line(mkd(capsys, "eval", data_dir, "--episodes", smoke.episodes_file))
+    line = one_error_line(run_cli("eval", data_dir, "--episodes", smoke.episodes_file))
     assert str(data_dir) in line and "model.json" in line
     # the MFM teacher reads stored fused features: refused, with a pointer to the evaluate stage
-    line = one_error_line(mkd(capsys, "eval", smoke.nodes["fuse"].stage_dir, "--episodes", smoke.episodes_file))
+    line = one_error_line(run_cli("eval", smoke.nodes["fuse"].stage_dir, "--episodes", smoke.episodes_file))
     assert "fusion_teacher" in line
     missing = smoke.episodes_file.with_name("missing.json")
-    line = one_error_line(mkd(capsys, "eval", smoke.nodes["student:baseline"].stage_dir, "--episodes", missing))
+    line = one_error_line(run_cli("eval", smoke.nodes["student:baseline"].stage_dir, "--episodes", missing))
     assert str(missing) in line
 
 
 @pytest.mark.slow
 def test_results_json_lists_every_model(smoke: Smoke, capsys, monkeypatch):
-    code, out, err = mkd(capsys, "results", smoke.runs, "--json")
+    code, out, err = run_cli("results", smoke.runs, "--json")
     assert code == 0, err
     rows = [r for r in json.loads(out) if r["experiment"] == "smoke"]
     assert {r["model"] for r in rows} == {"teacher:rgb", "teacher:depth", "teacher:flow", "teacher:mfm",
@@ -167,7 +150,7 @@ def test_results_json_lists_every_model(smoke: Smoke, capsys, monkeypatch):
     # the table form prints every model and writes the accuracy-vs-GMACs plot
     plot = smoke.runs / "plot.png"
     monkeypatch.setenv("COLUMNS", "250")  # rich wraps cells at the default 80 columns
-    code, out, _ = mkd(capsys, "results", smoke.runs, "--plot", plot)
+    code, out, _ = run_cli("results", smoke.runs, "--plot", plot)
     assert code == 0 and "student:lite-mkd" in out and "teacher:mfm" in out
     assert plot.stat().st_size > 1000
 
@@ -175,13 +158,13 @@ def test_results_json_lists_every_model(smoke: Smoke, capsys, monkeypatch):
 @pytest.mark.slow
 def test_results_missing_dir_is_one_line_error(tmp_path, capsys):
     missing = tmp_path / "nope"
-    line = one_error_line(mkd(capsys, "results", missing))
+    line = one_error_line(run_cli("results", missing))
     assert str(missing) in line
 
 
 @pytest.mark.slow
 def test_run_list_shows_every_stage_done(smoke: Smoke, capsys):
-    code, out, err = mkd(capsys, "run", SMOKE, "--list", *smoke.overrides)
+    code, out, err = run_cli("run", SMOKE, "--list", *smoke.overrides)
     assert code == 0, err
     lines = out.strip().splitlines()
     assert [line.split()[1] for line in lines] == list(smoke.nodes)
@@ -191,7 +174,7 @@ def test_run_list_shows_every_stage_done(smoke: Smoke, capsys):
 @pytest.mark.slow
 def test_run_with_episodes_file_evaluates_on_it(smoke: Smoke, capsys):
     args = ["run", SMOKE, *smoke.overrides, "--set", "name=smoke-frozen", "--set", f"evaluation.episodes_file={smoke.episodes_file}"]
-    code, _, err = mkd(capsys, *args)
+    code, _, err = run_cli(*args)
     assert code == 0, err
     # only evaluation and the report are new: every trained stage is shared
     assert "[run ] evaluate" in err and "[run ] report" in err
@@ -202,7 +185,7 @@ def test_run_with_episodes_file_evaluates_on_it(smoke: Smoke, capsys):
     # the evaluate stage and `mkd eval` agree on the same frozen episodes, for students and
     # for per-modality teachers (which the stage scores from their stored features)
     for name in ("student:lite-mkd", "student:baseline", "teacher:rgb", "teacher:flow"):
-        code, out, err = mkd(capsys, "eval", smoke.nodes[name].stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
+        code, out, err = run_cli("eval", smoke.nodes[name].stage_dir, "--episodes", smoke.episodes_file, "--device", "cpu", "--json")
         assert code == 0, err
         assert json.loads(out)["accuracy"] == pytest.approx(results["models"][name]["accuracy"], abs=1e-9), name
 

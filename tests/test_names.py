@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from mkdcore import names
-from mkdcore.cli.main import main
 from mkdcore.config import config_from_dict
 from mkdcore.errors import ConfigError
 from mkdcore.jobs.model import JobRecord, StageRecord
@@ -21,6 +20,7 @@ from mkdcore.jobs.store import JobStore
 from mkdcore.stages.base import StageNode
 from mkdcore.stages.dag import select
 from mkdcore.stages.runner import forced_closure
+from mkdcore.testing import run_cli
 
 BAD = ["../../x", "..", "/etc", "a/b", ".hidden", "", "j*", "a\\b", "x" * 200]
 
@@ -141,18 +141,6 @@ def test_queue_message_with_unsafe_job_id_or_stage_is_rejected():
 
 
 # ----------------------------------------------------------------------- CLI
-def mkd(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """``mkd ARGS`` in-process: (exit code, stdout, stderr)."""
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def one_error_line(result: tuple[int, str, str]) -> str:
     code, _, err = result
     lines = err.strip().splitlines()
@@ -170,7 +158,7 @@ def test_run_with_name_outside_runs_fails_with_one_line(tmp_path, monkeypatch, c
     monkeypatch.chdir(work)
     config = work / "exp.yaml"
     config.write_text("name: ../../x\ndata: {root: nowhere}\n")
-    msg = one_error_line(mkd(capsys, "run", str(config), "--set", "runtime.device=cpu"))
+    msg = one_error_line(run_cli("run", str(config), "--set", "runtime.device=cpu"))
     assert str(config) in msg and "name" in msg and "'../../x'" in msg
     assert files_under(tmp_path) == {"w/d/exp.yaml": config.read_bytes()}
 
@@ -198,13 +186,13 @@ def store_env(tmp_path, monkeypatch):
                                   ("cancel", "../../../x", "--no-wait"), ("retry", "../../../x"), ("logs", "../../../x")])
 def test_job_commands_refuse_paths_and_patterns(store_env, capsys, args):
     before = files_under(store_env)
-    msg = one_error_line(mkd(capsys, *args))
+    msg = one_error_line(run_cli(*args))
     assert "job id" in msg and repr(args[1]) in msg
     assert files_under(store_env) == before  # nothing read as a job, nothing written
 
 
 def test_job_id_prefix_still_resolves(store_env, capsys):
-    code, out, err = mkd(capsys, "status", "jins", "--json")
+    code, out, err = run_cli("status", "jins", "--json")
     assert code == 0 and '"id": "jinside"' in out, err
 
 

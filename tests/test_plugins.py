@@ -14,6 +14,7 @@ from mkdcore.cli.main import cli
 from mkdcore.errors import PluginError
 from mkdcore.hookspecs import hookimpl
 from mkdcore.plugins import PluginManager
+from mkdcore.testing import run_cli
 
 
 def test_throwaway_plugin_is_created_by_name(plugin_manager):
@@ -172,22 +173,8 @@ def broken_entry_point(monkeypatch):
     plugin_module.set_manager(previous)
 
 
-def mkd(capsys, *args: str) -> tuple[int, str, str]:
-    """``mkd ARGS`` in-process: (exit code, stdout, stderr)."""
-    from mkdcore.cli.main import main
-
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_broken_plugin_is_skipped_with_one_warning(broken_entry_point, capsys):
-    code, out, err = mkd(capsys, "plugins", "--json")
+    code, out, err = run_cli("plugins", "--json")
     assert code == 0, err
     warnings = [line for line in err.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and err.strip() == warnings[0], err
@@ -200,9 +187,9 @@ def test_broken_plugin_is_skipped_with_one_warning(broken_entry_point, capsys):
 
 
 def test_broken_plugin_shown_in_table_and_failed_by_doctor(broken_entry_point, capsys):
-    code, out, _ = mkd(capsys, "plugins", "--kind", "head")
+    code, out, _ = run_cli("plugins", "--kind", "head")
     assert code == 0 and "broken_heads" in out and "nonexistent_dep" in out
-    code, out, _ = mkd(capsys, "doctor", "--json")
+    code, out, _ = run_cli("doctor", "--json")
     report = json.loads(out)
     check = next(c for c in report["checks"] if c["check"] == "plugins")
     assert code == 1 and not report["ok"] and not check["ok"]
@@ -214,7 +201,7 @@ def test_config_needing_a_broken_plugin_fails_with_one_line_naming_it(broken_ent
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "exp.yaml"
     config.write_text("student:\n  head: {name: fancy_head}\n")
-    code, _, err = mkd(capsys, "run", str(config))
+    code, _, err = run_cli("run", str(config))
     lines = [line for line in err.splitlines() if not line.startswith("warning:")]
     assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
     assert "student.head.name" in lines[0] and "'fancy_head'" in lines[0]
