@@ -23,6 +23,10 @@ import yaml
 
 
 def main(argv: list[str]) -> int:
+    # first, as a real stage's engine does before any work: a SIGTERM while this process
+    # is still importing (plan() loads the plugins) must checkpoint, not kill it
+    stop = {"flag": False}
+    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     from mkdcore.config import config_from_dict
     from mkdcore.stages.dag import plan
 
@@ -43,8 +47,6 @@ def main(argv: list[str]) -> int:
     runs_log = Path(cfg.runtime.runs_dir) / "fake_runs.log"
     with open(runs_log, "a") as fh:
         fh.write(f"{node.name} {node.key} start pid={os.getpid()} from={start} t={time.time():.3f}\n")
-    stop = {"flag": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(flag=True))
     progress = os.environ.get("MKD_PROGRESS_FILE")
 
     def save(step: int) -> None:
