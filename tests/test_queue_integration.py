@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
@@ -76,6 +77,8 @@ def test_cancel_running_job_ends_its_process_group_then_retry_resumes(queue):
     job = q.submit(q.config(teacher={"training": {"tasks": 80, "checkpoint_every": 5}}))[0]
     wait_for(lambda: _stage(q, job.id, "teacher:rgb").pid, 60, "the teacher stage to start")
     pid = _stage(q, job.id, "teacher:rgb").pid
+    first = Path(_stage(q, job.id, "teacher:rgb").stage_dir) / "checkpoints" / "last.json"
+    wait_for(first.exists, 60, "the stage's first checkpoint")  # so the retry has something to resume
     group = [p for p in psutil.process_iter(["pid"]) if _pgid(p.pid) == pid]
     assert group, "the stage runs in its own process group"
     # cancel returns once the group is gone; exit code 143 below shows SIGTERM ended the stage
