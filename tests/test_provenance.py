@@ -59,9 +59,16 @@ def test_forcing_one_stage_makes_every_reader_stale_until_redone(ws, capsys):
     listing = capsys.readouterr().out
     assert "todo  evaluate" in listing and "(upstream student:baseline changed)" in listing
 
+    from mkdcore.testing import run_cli
+
+    code, out, _ = run_cli("results", ws.runs, "--json")  # the old numbers are shown as stale
+    assert code == 0 and {r["stale"] for r in json.loads(out)} == {"upstream evaluate is stale: upstream student:baseline changed"}
+
     _, ran = run_experiment(c, echo=lambda m: None)
     assert ran == ["evaluate", "report"]
     assert json.loads(results.read_text())["models"].keys() == json.loads(before)["models"].keys()
+    code, out, _ = run_cli("results", ws.runs, "--json")
+    assert code == 0 and {r["stale"] for r in json.loads(out)} == {None}
 
 
 def test_a_changed_dataset_makes_data_and_everything_after_it_stale(ws):
@@ -124,6 +131,11 @@ def test_a_failing_stage_leaves_no_manifest_and_the_next_run_redoes_it(ws, monke
     monkeypatch.undo()
     _, ran = run_experiment(c, stages=[stage], echo=lambda m: None)
     assert stage in ran and node.freshness(nodes)
+    # the stage was redone: every stage that read it (directly or not) must be redone too
+    readers = runner_module.forced_closure(list(nodes.values()), [stage]) - {stage}
+    assert readers == {n for n in readers if not nodes[n].freshness(nodes)}
+    if stage != "report":
+        assert readers, "every stage but the report has readers"
 
 
 # ---------------------------------------------------------------- derive

@@ -20,9 +20,23 @@ def collect(runs_dir: Path) -> list[dict]:
     return rows
 
 
+def staleness(res: dict) -> str | None:
+    """Why an experiment's numbers are no longer what its stages would give now (an
+    upstream stage was redone, the data or the code changed), None when current, or a
+    note when the file predates the check."""
+    from mkdcore.stages import provenance
+
+    report_stage = res.get("report_stage")  # absent in results.json files older than this check
+    if report_stage is None:
+        return "unknown (made before mkd recorded provenance)"
+    fresh = provenance.check(Path(report_stage))
+    return None if fresh else fresh.reason
+
+
 def _rows(path: Path, res: dict) -> list[dict]:
     """One row per model of one experiment's results.json."""
     s = res["setting"]
+    stale = staleness(res)
     rows = []
     for name, m in res["models"].items():
         backbone = m.get("backbone", {}).get("name") if isinstance(m.get("backbone"), dict) else None
@@ -31,6 +45,7 @@ def _rows(path: Path, res: dict) -> list[dict]:
             "model": name, "role": m["role"], "student": backbone or ("teacher" if m["role"] == "teacher" else "-"),
             "distiller": m.get("distiller") or "-", "way": s["way"], "shots": s["shot"], "episodes": s["episodes"],
             "accuracy": m["accuracy"], "ci95": m["ci95"], "params": m.get("params"), "gmacs": m.get("gmacs"),
+            "stale": stale,
         })
     return rows
 
@@ -64,9 +79,12 @@ def results(runs_dir: Path, as_json: bool, students_only: bool, plot: Path | Non
         table.add_column(c)
     rows.sort(key=lambda r: (r["group"] or "", r["experiment"]))
     for r in rows:
+        mark = " (stale)" if r["stale"] else ""
         table.add_row(r["group"] or "-", r["experiment"], r["dataset"], r["model"], str(r["student"]), r["distiller"], f"{r['way']}-way {r['shots']}-shot",
-                      f"{r['accuracy']:.2f} ± {r['ci95']:.2f}", fmt_params(r["params"]), fmt_gmacs(r["gmacs"]))
+                      f"{r['accuracy']:.2f} ± {r['ci95']:.2f}{mark}", fmt_params(r["params"]), fmt_gmacs(r["gmacs"]))
     Console().print(table)
+    for experiment, why in sorted({(r["experiment"], r["stale"]) for r in rows if r["stale"]}):
+        click.echo(f"stale: {experiment}: {why}; `mkd run` its config to bring it up to date")
     labelled = [{**r, "label": f"{r['experiment']}/{r['model']}"} for r in rows]
     out = plot_acc_vs_gmacs(labelled, plot or runs_dir / "results.png", "accuracy vs cost", label_key="label")
     click.echo(f"plot: {out}")

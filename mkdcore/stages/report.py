@@ -58,6 +58,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         "setting": evaluation["setting"],
         "models": evaluation["models"],
         "stages": stages,
+        # what `mkd results` checks before it shows these numbers as current
+        "report_stage": str(ctx.node.stage_dir),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(out / "results.json", results, "experiment results")
