@@ -209,6 +209,17 @@ def read_json(path: Path, what: str = "file", remedy: str = "", expect: type = d
     return value
 
 
+def read_json_if_valid(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an
+    object: for records whose absence or damage only means "not done, redo it"
+    (manifests, start records, derive stamps), never an error."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _then(remedy: str) -> str:
     return f"; {remedy}" if remedy else ""
 

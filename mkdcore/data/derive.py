@@ -54,7 +54,7 @@ from mkdcore.data import VideoKey
 from mkdcore.data.layout import DatasetLayout, list_dirs
 from mkdcore.device import resolve_device
 from mkdcore.errors import ConfigError, DataError, MkdError
-from mkdcore.fileio import clean_stale_temps, temp_path
+from mkdcore.fileio import clean_stale_temps, read_json_if_valid, temp_path
 from mkdcore.modalities.base import Clip, Modality, check_images
 from mkdcore.parallel import chunks, worker_context
 
@@ -128,13 +128,7 @@ def options_record(modality_name: str, options: dict[str, Any] | None) -> dict[s
 
 def read_stamp(out_dir: Path) -> dict[str, Any] | None:
     """The stamp of a derived folder, or None (no stamp, or unreadable: unknown origin)."""
-    import json
-
-    try:
-        data = json.loads((Path(out_dir) / STAMP).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_if_valid(Path(out_dir) / STAMP)
 
 
 def write_stamp(out_dir: Path, record: dict[str, Any], run: str, complete: bool) -> None:

@@ -24,7 +24,6 @@ Otherwise :attr:`Freshness.reason` says why, e.g. ``upstream teacher:rgb changed
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import uuid
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from mkdcore.errors import MkdError
+from mkdcore.fileio import read_json_if_valid
 from mkdcore.stages.stage_dir import StageDir
 
 #: manifests before this format carry no provenance and are never reused
@@ -58,11 +58,7 @@ def new_id() -> str:
 
 def read_manifest(stage_dir: Path) -> dict[str, Any] | None:
     """The manifest of ``stage_dir``, or None when absent or unreadable (not reusable)."""
-    try:
-        data = json.loads(StageDir(Path(stage_dir)).manifest.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_if_valid(StageDir(Path(stage_dir)).manifest)
 
 
 def manifest_id(stage_dir: Path) -> str | None:
@@ -238,8 +234,4 @@ def inputs_record(deps: dict[str, Path]) -> dict[str, dict[str, Any]]:
 
 def started_inputs(stage_dir: Path) -> dict[str, Any] | None:
     """What an interrupted run of this stage was made from (None when unknown)."""
-    try:
-        data = json.loads(StageDir(Path(stage_dir)).started.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+    return read_json_if_valid(StageDir(Path(stage_dir)).started)
