@@ -27,9 +27,9 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: 
     cfg = load_config(config_file, overrides)
     if list_only:
         nodes = plan(cfg)
-        by_name = {n.name: n for n in nodes}
+        by_name, memo = {n.name: n for n in nodes}, {}
         for node in nodes:
-            fresh = node.freshness(by_name)
+            fresh = node.freshness(by_name, memo)  # each folder (and the dataset) checked once
             state = "done" if fresh else "todo"
             deps = ", ".join(node.deps) or "-"
             why = "" if fresh else f"  ({fresh.reason})"

@@ -114,11 +114,15 @@ def run_experiment(
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
     forced = forced_closure(nodes, force or [])
+    # freshness of each stage folder, computed once (the dataset probe scans every video
+    # folder). Safe to keep while stages run: a stage is memoised fresh only if its whole
+    # ancestry is, and fresh stages do not run unless forced (then the forced closure redoes
+    # their readers); a stage that ran is dropped so its readers see its new result.
     memo: dict = {}
     check_experiment(cfg, [n for n in select(nodes, stages) if n.name in forced or not n.freshness(by_name, memo)])
     ran: list[str] = []
     for node in select(nodes, stages):
-        fresh = node.freshness(by_name)
+        fresh = node.freshness(by_name, memo)
         if fresh and node.name not in forced:
             echo(f"[skip] {node.name} (done: {node.stage_dir})")
             continue
@@ -136,6 +140,7 @@ def run_experiment(
             write_started(ctx, inputs)
             outputs = stage_function(node.kind)(ctx)
             write_manifest(ctx, outputs, started, inputs)
+        memo.pop(node.stage_dir, None)
         ran.append(node.name)
         echo(f"[done] {node.name} in {time.time() - started:.1f} s")
     return by_name, ran
