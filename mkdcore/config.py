@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from mkdcore.config_files import Resolved, read_yaml, resolve_file  # noqa: F401 (read_yaml: re-exported)
 from mkdcore.errors import ConfigError
-from mkdcore.fileio import read_text
 from mkdcore.names import UnsafeNameError, experiment_name
 from mkdcore.registry import format_validation_error
 
@@ -239,25 +239,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
     return data
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    text = read_text(path, "config file", "save it as UTF-8 text")  # not UTF-8: one line, no traceback
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{where} invalid YAML: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return data
-
-
 def config_from_dict(data: dict[str, Any], source: str = "<config>", check_plugins: bool = True) -> ExperimentConfig:
     try:
         cfg = ExperimentConfig.model_validate(data)
@@ -268,10 +249,22 @@ def config_from_dict(data: dict[str, Any], source: str = "<config>", check_plugi
     return cfg
 
 
+def resolve_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> Resolved:
+    """The config file with its ``base:`` files merged in and ``--set`` overrides applied
+    (not yet validated), with the file (or ``--set``) that set each value."""
+    resolved = resolve_file(path) if path is not None else Resolved(data={})
+    for item in overrides:
+        resolved.data = apply_overrides(resolved.data, [item])
+        key = tuple(parse_override(item)[0])
+        for leaf in [p for p in resolved.origins if p[: len(key)] == key]:
+            del resolved.origins[leaf]
+        resolved.origins[key] = "--set"
+    return resolved
+
+
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (), check_plugins: bool = True) -> ExperimentConfig:
-    """Read, override and validate a config; every error is one line naming file and key."""
-    data = read_yaml(Path(path)) if path is not None else {}
-    data = apply_overrides(data, list(overrides))
+    """Read (bases merged), override and validate a config; every error is one line naming file and key."""
+    data = resolve_config(path, overrides).data
     source = str(path) if path is not None else "<defaults>"
     # relative paths in a config stay relative to the working directory, as users type them
     return config_from_dict(data, source, check_plugins=check_plugins)

@@ -17,13 +17,21 @@ def config() -> None:
 
 @config.command("show")
 @click.argument("config_file", type=click.Path(path_type=Path), required=False)
+@click.option("--origin", is_flag=True, help="Name the file (or --set, or default) that set each value.")
 @config_overrides
-def show(config_file: Path | None, overrides: tuple[str, ...]) -> None:
-    """Print the resolved config (defaults filled in, overrides applied) as YAML."""
-    from mkdcore.config import load_config
+def show(config_file: Path | None, origin: bool, overrides: tuple[str, ...]) -> None:
+    """Print the resolved config (base files merged, defaults filled in, overrides
+    applied) as YAML."""
+    from mkdcore.config import config_from_dict, resolve_config
 
-    cfg = load_config(config_file, overrides)
-    click.echo(cfg.to_yaml(), nl=False)
+    resolved = resolve_config(config_file, overrides)
+    cfg = config_from_dict(resolved.data, str(config_file) if config_file is not None else "<defaults>")
+    if not origin:
+        click.echo(cfg.to_yaml(), nl=False)
+        return
+    from mkdcore.config_files import annotated_yaml
+
+    click.echo(annotated_yaml(cfg.model_dump(mode="json"), resolved), nl=False)
 
 
 @config.command("schema")

@@ -2,66 +2,23 @@
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from mkdcore.config import (
-    ExperimentConfig,
-    apply_overrides,
-    config_from_dict,
-    parse_override,
-    read_yaml,
-    stable_hash,
-)
-from mkdcore.errors import ConfigError, MkdError
+from mkdcore.config import ExperimentConfig, config_from_dict, stable_hash
+from mkdcore.errors import MkdError
 from mkdcore.jobs.model import JobRecord, StageRecord, new_job_id
 from mkdcore.jobs.store import JobStore, atomic_write
-from mkdcore.names import experiment_name, sweep_member_name
+from mkdcore.names import experiment_name
+from mkdcore.sweep import Member, load_members, sweep_grid  # noqa: F401 (the submit API)
 
 
 class DuplicateJob(MkdError):
     """The same config (and code version) was submitted before."""
-
-
-@dataclass
-class Member:
-    """One experiment of a submission: its overrides, validated config and label."""
-
-    label: str
-    data: dict[str, Any]
-    cfg: ExperimentConfig
-
-
-def sweep_grid(sweeps: list[str] | tuple[str, ...]) -> list[list[str]]:
-    """``["a.b=1,2", "c=x,y"]`` -> the overrides of every grid point (cartesian product)."""
-    axes = []
-    for item in sweeps:
-        path, _ = parse_override(item)  # validates KEY=...
-        key, _, raw = item.partition("=")
-        values = [v.strip() for v in raw.split(",") if v.strip()]
-        if not values:
-            raise ConfigError(f"--sweep {item!r}: no values (expected KEY=V1,V2,...)")
-        axes.append([f"{key.strip()}={v}" for v in values])
-    return [list(point) for point in itertools.product(*axes)] if axes else [[]]
-
-
-def load_members(config: str | Path | None, overrides: list[str], sweeps: list[str], check_plugins: bool = True) -> list[Member]:
-    """Read, override and validate every member config (plugin options included)."""
-    base = read_yaml(Path(config)) if config is not None else {}
-    source = str(config) if config is not None else "<defaults>"
-    members = []
-    for point in sweep_grid(sweeps):
-        data = apply_overrides(base, list(overrides) + point)
-        cfg = config_from_dict(data, source, check_plugins=check_plugins)
-        label = ",".join(f"{p.split('=')[0].split('.')[-1]}={p.split('=', 1)[1]}" for p in point)
-        members.append(Member(label, data, cfg))
-    return members
 
 
 def git_sha(cwd: str | Path = ".") -> str | None:
@@ -104,7 +61,7 @@ def build_job(member: Member, *, name: str | None, group: str | None, priority: 
     if member.label:
         job_name = f"{job_name}[{member.label}]"
         # each member reports into its own runs/<experiment>/ folder, tagged with the group
-        resolved["name"] = sweep_member_name(cfg.name, member.label)  # --sweep values are free text
+        resolved["name"] = member.run_name  # --sweep values are free text: sanitised, collisions told apart
     if group is not None:
         resolved["group"] = group
     store = JobStore(runs_dir)
