@@ -20,8 +20,11 @@ flow) and ``raw2`` = dx, dy around grey 128 plus magnitude, decoded for training
 ``(dx / scale, dy / scale, |flow| / scale)`` in [-1, 1], [-1, 1], [0, 1].
 
 Methods: OpenCV on CPU (``dis`` default with ``preset`` medium/fast/ultrafast,
-``farneback``, ``tvl1`` with opencv-contrib) or ``raft`` (torchvision RAFT, a local
-``weights`` file, batched on the chosen device).
+``farneback``, ``tvl1`` with opencv-contrib), ``raft`` (torchvision RAFT, a local
+``weights`` file, batched on the chosen device) or ``flownet2`` (the paper's expert
+network, :mod:`mkdcore.modalities.flownet2`: NVIDIA's converted FlowNet2 weights from a
+local ``weights`` file, any of the 7 released files, pure PyTorch, batched on the
+chosen device).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ if TYPE_CHECKING:
 class FlowOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["dis", "farneback", "tvl1", "raft"] = Field("dis", description="flow algorithm")
+    method: Literal["dis", "farneback", "tvl1", "raft", "flownet2"] = Field("dis", description="flow algorithm")
     preset: Literal["medium", "fast", "ultrafast"] = Field("medium", description="DIS preset (2.9 / 0.75 / 0.26 ms a 224 px pair)")
     encoding: Literal["wheel", "raw2"] = Field("wheel", description="how flow is stored as an image")
     normalize: Literal["clip", "fixed"] = Field("clip", description="divide by the clip's max magnitude or by max_flow")
@@ -53,14 +56,14 @@ class FlowOptions(BaseModel):
     min_scale: float = Field(1.0, gt=0, description="px; lower bound of the clip scale when normalize=clip")
     pairs: Literal["auto", "sampled", "neighbours"] = Field("auto", description="next frame: original neighbour or next sampled frame")
     raft_model: Literal["raft_small", "raft_large"] = "raft_small"
-    weights: Path | None = Field(None, description="local RAFT state dict (method=raft)")
+    weights: Path | None = Field(None, description="local RAFT state dict (method=raft) or official FlowNet2 checkpoint (method=flownet2)")
     iters: int = Field(12, ge=1, description="RAFT refinement iterations")
-    batch_size: int = Field(16, ge=1, description="RAFT frame pairs per forward pass")
+    batch_size: int = Field(16, ge=1, description="RAFT / FlowNet2 frame pairs per forward pass")
     jpeg_quality: int = Field(95, ge=1, le=100)
 
 
 class Flow(Modality):
-    """Dense optical flow (OpenCV DIS/Farneback/TV-L1 on CPU, or RAFT), colour-wheel or raw images."""
+    """Dense optical flow (OpenCV DIS/Farneback/TV-L1 on CPU, RAFT or FlowNet2), colour-wheel or raw images."""
 
     name = "flow"
 
@@ -69,15 +72,19 @@ class Flow(Modality):
         o = self.options
         self.channels = ("wheel_r", "wheel_g", "wheel_b") if o.encoding == "wheel" else ("dx", "dy", "magnitude")
         self.needs_neighbours = o.pairs == "neighbours"
-        self.uses_device = o.method == "raft"
+        self.uses_device = o.method in ("raft", "flownet2")
         self.jpeg_quality = o.jpeg_quality
         if o.method == "raft":
             self.estimator: Any = RaftFlow(o.raft_model, o.weights, o.iters, o.batch_size)
+        elif o.method == "flownet2":
+            from mkdcore.modalities.flownet2 import FlowNet2Flow  # torch: only this method needs it here
+
+            self.estimator = FlowNet2Flow(o.weights, o.batch_size)
         else:
             self.estimator = OpenCVFlow(o.method, o.preset)
 
     def setup(self, device: str = "cpu") -> None:
-        if isinstance(self.estimator, RaftFlow):
+        if self.uses_device:
             self.estimator.setup(device)
 
     def frame_pairs(self, clip: Clip) -> tuple[np.ndarray, np.ndarray]:
@@ -103,9 +110,9 @@ class Flow(Modality):
         return self.encode(self.estimator(src, dst))
 
     def derive_batch(self, clips: Sequence[Clip]) -> list[list[np.ndarray]]:
-        if not isinstance(self.estimator, RaftFlow):
+        if not self.uses_device:
             return [self.derive(c) for c in clips]
-        # one RAFT pass over the pairs of every clip of the same frame size
+        # one network pass over the pairs of every clip of the same frame size
         out: list[list[np.ndarray] | None] = [None] * len(clips)
         by_size: dict[tuple[int, ...], list[int]] = {}
         for i, c in enumerate(clips):
