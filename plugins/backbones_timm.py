@@ -30,6 +30,7 @@ class BackboneOptions(BaseModel):
     out_dim: int = Field(2048, ge=1, description="projection width (ignored with projection none)")
     pretrained: str | None = Field(None, description="local timm/torchvision state dict (.pth/.safetensors)")
     channels_last: bool = False
+    bn_eps: float | None = Field(None, gt=0, description="BatchNorm epsilon of the trunk (None: timm's 1e-5; torchvision's MobileNetV3, hence the original students, 1e-3)")
 
 
 class WildcardOptions(BackboneOptions):
