@@ -167,6 +167,23 @@ class RuntimeConfig(Section):
     channels_last: bool = False
 
 
+class LoggingConfig(Section):
+    """Where a stage's metrics go: logger plugins (docs/tracking.md). ``metrics.jsonl``
+    (``jsonl``) feeds the report's training curves and ``mkd results``: keep it listed."""
+
+    loggers: list[str] = Field(default_factory=lambda: ["jsonl"], description="jsonl, tensorboard, mlflow, wandb or a plugin's")
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict, description="logger name -> its options")
+
+    @model_validator(mode="after")
+    def _options_of_listed(self) -> "LoggingConfig":
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError("a logger is listed twice")
+        unlisted = sorted(set(self.options) - set(self.loggers))
+        if unlisted:
+            raise ValueError(f"options for {unlisted[0]!r}, which is not in logging.loggers")
+        return self
+
+
 class ExperimentConfig(Section):
     """A whole Lite-MKD experiment: data -> teachers -> MFM -> student -> evaluation."""
 
@@ -182,6 +199,7 @@ class ExperimentConfig(Section):
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(lr=1e-4, tasks=70010, schedule=ScheduleConfig(kind="multistep", milestones=[20000, 40000])))
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @field_validator("name", "group")
     @classmethod
@@ -285,6 +303,8 @@ def plugin_fields(cfg: ExperimentConfig) -> list[tuple[str, str, Component]]:
         out.append(("distiller", "distillation.baseline", cfg.distillation.baseline))
     for name, comp in cfg.modalities.derive.items():
         out.append(("modality", f"modalities.derive.{name}", comp))
+    for name in cfg.logging.loggers:
+        out.append(("logger", f"logging.loggers[{name}]", Component(name=name, options=cfg.logging.options.get(name, {}))))
     return out
 
 

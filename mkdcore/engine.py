@@ -33,13 +33,13 @@ from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
 from mkdcore.fileio import (
     CorruptFileError,
-    append_line,
     atomic_torch_save,
     clean_stale_temps,
     read_torch,
 )
 from mkdcore.progress import ProgressReporter
 from mkdcore.stages.stage_dir import StageDir
+from mkdcore.tracking import Loggers, default_loggers
 
 
 def task_seed(seed: int, task: int, stream: int = 0) -> int:
@@ -177,6 +177,7 @@ class EpisodicTrainer:
         progress: ProgressReporter | None = None,
         stage_name: str = "train",
         parameters: Iterator[torch.nn.Parameter] | None = None,
+        loggers: Loggers | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -189,6 +190,7 @@ class EpisodicTrainer:
         self.validate_fn = validate_fn
         self.progress = progress or ProgressReporter(stage_name, total=cfg.tasks)
         self.stage_name = stage_name
+        self.loggers = loggers or default_loggers(stage_name, self.files.path)  # metrics.jsonl, TensorBoard...
         params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
@@ -256,7 +258,7 @@ class EpisodicTrainer:
         self.metrics_path.write_text("".join(k + "\n" for k in kept))
 
     def _log(self, record: dict[str, Any]) -> None:
-        append_line(self.metrics_path, json.dumps(record), "metrics")
+        self.loggers.log(record)
 
     # ---------------------------------------------------------------- loop
     def _set_lr(self, task: int, step: int) -> float:
@@ -293,6 +295,7 @@ class EpisodicTrainer:
         window_n = 0
         correct = total = 0
         self.progress.start(done=task)
+        self.loggers.start(resumed_from=task)
         with _Terminator() as term:
             while task < cfg.tasks:
                 lr = self._set_lr(task, step)
@@ -335,6 +338,7 @@ class EpisodicTrainer:
                     self.save(task, step, best)
                     if term.requested:
                         self.progress.event("terminated", task)
+                        self.loggers.finish("terminated")
                         raise Terminated(f"{self.stage_name}: stopped by SIGTERM at task {task}, checkpoint saved")
         self.save(task, step, best)
         self.progress.finish(task)

@@ -143,6 +143,30 @@ def register_datasets(register: Register) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Tracking
+# --------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_loggers(register: Register) -> None:
+    """Register experiment trackers (kind ``logger``), named in ``logging.loggers``.
+
+    Called once when the logger registry is first needed (when a config is validated).
+    The factory is called with the logger's options (``logging.options.<name>``) once
+    per stage run and returns a :class:`mkdcore.tracking.Logger`: ``start(run)`` with a
+    :class:`mkdcore.tracking.RunInfo` (experiment, stage, content key, stage folder,
+    resolved config, the task a resumed run continues from), then ``scalars(task,
+    values)`` every ``training.log_every`` tasks (loss terms, ``lr``, ``train_acc``,
+    ``rate`` in tasks/s), ``validation(task, values)`` (``val_acc``; test accuracies
+    from ``evaluate``), ``artifact(path)`` (plots, the report) and ``finish(status)``.
+    Every method is optional (the base class's are no-ops). A logger that raises is
+    dropped for the rest of the run with one warning; it never stops training. Import
+    the tracking library inside the factory (or the options model's validator), so a
+    missing library is one line naming the extra to install, not a broken plugin.
+    """
+
+
+# --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 
 from mkdcore.errors import PluginError
 
-KINDS: tuple[str, ...] = ("backbone", "head", "fusion", "distiller", "modality", "dataset")
+KINDS: tuple[str, ...] = ("backbone", "head", "fusion", "distiller", "modality", "dataset", "logger")
 
 #: hook name for each kind
 HOOK_OF_KIND: dict[str, str] = {
@@ -25,6 +25,7 @@ HOOK_OF_KIND: dict[str, str] = {
     "distiller": "register_distillers",
     "modality": "register_modalities",
     "dataset": "register_datasets",
+    "logger": "register_loggers",
 }
 
 WILDCARD_SUFFIX = ":*"

@@ -22,6 +22,7 @@ from mkdcore.engine import EpisodicTrainer, StepOutput, TrainResult
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.dataset import layout_of, split_of, transform_of, val_episodes
 from mkdcore.stages.scoring import score_on_frames
+from mkdcore.tracking import stage_loggers
 
 
 def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) -> Callable[[torch.nn.Module], float]:
@@ -75,6 +76,7 @@ def train_on_frames(
         correct = int((out["logits"].argmax(1) == labels).sum())
         return StepOutput(loss, terms, correct, int(labels.numel()))
 
-    trainer = EpisodicTrainer(model, training, ctx.dir, ctx.device, step, validation_fn(ctx, modality, training),
-                              progress=ctx.progress(training.tasks), stage_name=ctx.node.name)
-    return trainer.train()
+    with stage_loggers(ctx) as loggers:
+        trainer = EpisodicTrainer(model, training, ctx.dir, ctx.device, step, validation_fn(ctx, modality, training),
+                                  progress=ctx.progress(training.tasks), stage_name=ctx.node.name, loggers=loggers)
+        return trainer.train()

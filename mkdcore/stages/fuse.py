@@ -17,6 +17,7 @@ from mkdcore.models.folder import save_model, selected_weights
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.dataset import all_keys, split_of, val_episodes
 from mkdcore.stages.scoring import feature_caches_for, score_episodes, stack_features
+from mkdcore.tracking import stage_loggers
 
 
 def stack_modalities(caches: dict[str, dict], keys, device) -> dict[str, torch.Tensor]:
@@ -71,7 +72,9 @@ def run(ctx: StageContext) -> dict[str, Any]:
         m.eval()
         return float(np.mean(score_episodes(val_eps, lambda e: logits_of(m, e)).accuracies))
 
-    result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks), stage_name=ctx.node.name).train()
+    with stage_loggers(ctx) as loggers:
+        result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks), stage_name=ctx.node.name,
+                                 loggers=loggers).train()
     save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
     return {"tasks": result.tasks, "best_val_acc": result.best_val, "best_task": result.best_task, "dim": dim,
             "params": sum(p.numel() for p in model.parameters())}
