@@ -14,7 +14,7 @@ export MKD_REQUIRE_REDIS ?= 1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,tensorboard,mlflow,wandb]'
+	$(BIN)/pip install -q -e '.[test,tensorboard,mlflow,wandb,export]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -144,11 +144,11 @@ def test_split_file_not_utf8(tmp_path, capsys):
 # ----------------------------------------------------------- finished stages
 @slow
 @patient
-def test_corrupt_model_pt_read_by_a_later_stage(smoke, runs, capsys):
+def test_corrupt_model_weights_read_by_a_later_stage(smoke, runs, capsys):
     fuse = stage_dir(smoke, "fuse")
-    truncate(fuse / "model" / "model.pt")
+    truncate(fuse / "model" / "model.safetensors")
     result = run_cli("run", SMOKE, *overrides(smoke, runs), "--stages", "student:lite-mkd", "--force", "student:lite-mkd")
-    line = error_line(result, fuse / "model" / "model.pt", "--force fuse", fuse)
+    line = error_line(result, fuse / "model" / "model.safetensors", "--force fuse", fuse)
     assert "is corrupt" in line
     assert temp_files(runs) == []
 
@@ -157,7 +157,7 @@ def test_corrupt_model_pt_read_by_a_later_stage(smoke, runs, capsys):
 @patient
 def test_corrupt_model_files_read_by_eval(smoke, runs, capsys):
     student = stage_dir(smoke, "student:baseline")
-    weights, spec = student / "model" / "model.pt", student / "model" / "model.json"
+    weights, spec = student / "model" / "model.safetensors", student / "model" / "model.json"
     weights.write_bytes(b"not a checkpoint")
     line = error_line(run_cli("eval", student, "--episodes", smoke.episodes_file, "--device", "cpu"), weights)
     assert "is corrupt" in line and "--force student:baseline" in line

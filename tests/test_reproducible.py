@@ -44,7 +44,7 @@ def mkd_run(tmp_path: Path, *args: str) -> None:
 
 def stage_outputs(tmp_path: Path) -> tuple[bytes, list[dict]]:
     (stage_dir,) = (tmp_path / "runs" / "stages" / "student").iterdir()
-    weights = (stage_dir / "model" / "model.pt").read_bytes()
+    weights = (stage_dir / "model" / "model.safetensors").read_bytes()
     metrics = [{k: v for k, v in json.loads(line).items() if k not in WALL_CLOCK}
                for line in (stage_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return weights, metrics

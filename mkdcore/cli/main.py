@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "profile": "mkdcore.cli.profile_cmd:profile",
     "run": "mkdcore.cli.run_cmd:run",
     "eval": "mkdcore.cli.eval_cmd:eval_cmd",
+    "export": "mkdcore.cli.export_cmd:export",
     "convert": "mkdcore.cli.convert_cmd:convert",
     "predict": "mkdcore.cli.predict_cmd:predict",
     "support": "mkdcore.cli.support_cmd:support",

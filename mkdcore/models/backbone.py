@@ -51,8 +51,20 @@ def pool_features(x: torch.Tensor, pooling: str) -> torch.Tensor:
     if x.dim() == 3:
         return x.mean(1)
     if pooling == "maxmean":
+        if torch.jit.is_tracing() or torch.compiler.is_exporting():
+            return _maxmean_by_bins(x)  # ONNX has no adaptive max pool; same windows, same values
         return F.adaptive_max_pool2d(x, (4, 4)).flatten(2).mean(-1)
     return x.mean(dim=(2, 3))
+
+
+def _maxmean_by_bins(x: torch.Tensor, cells: int = 4) -> torch.Tensor:
+    """``adaptive_max_pool2d(x, cells)`` then the mean, written as slices (the windows
+    of adaptive pooling: ``floor(i n / c) .. ceil((i+1) n / c)``) for exported graphs."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    rows = [(i * h // cells, -(-(i + 1) * h // cells)) for i in range(cells)]
+    cols = [(j * w // cells, -(-(j + 1) * w // cells)) for j in range(cells)]
+    maxima = [x[..., a:b, c:d].amax(dim=(-2, -1)) for a, b in rows for c, d in cols]
+    return torch.stack(maxima, dim=-1).mean(-1)
 
 
 class TimmBackbone(nn.Module):

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from mkdcore import api
 from mkdcore.config import Component, ExperimentConfig, student_variants
 from mkdcore.models.fewshot import FewShotModel
+from mkdcore.plugins import get_manager
 
 Spec = dict[str, Any]
 
@@ -32,7 +32,7 @@ Spec = dict[str, Any]
 def with_pipeline_options(kind: str, component: Component, **known: Any) -> Component:
     """The component with pipeline-known values (widths, frame count, accumulation) filled
     in for the options its plugin accepts; options set in the config win."""
-    model = api.get(kind, component.name).options
+    model = get_manager().registry.get(kind, component.name).options
     fields = model.model_fields if model is not None else {}
     filled = {k: v for k, v in known.items() if k in fields}
     return Component(name=component.name, options={**filled, **component.options})
@@ -94,8 +94,8 @@ def build(spec: Spec, pretrained: Path | None = None) -> tuple[torch.nn.Module, 
     if kind == "fewshot":
         return _build_fewshot(spec, pretrained)
     if kind == "fusion_teacher":
-        fusion = api.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
-        head = api.create("head", spec["head"]["name"], **spec["head"]["options"])
+        fusion = get_manager().registry.create("fusion", spec["fusion"]["name"], **spec["fusion"]["options"])
+        head = get_manager().registry.create("head", spec["head"]["name"], **spec["head"]["options"])
         return FusionTeacher(fusion, head, spec["modalities"], spec["dim"]), spec
     raise ValueError(f"unknown model type {kind!r}")
 
@@ -105,9 +105,9 @@ def _build_fewshot(spec: Spec, pretrained: Path | None) -> tuple[FewShotModel, S
     bb_opts = dict(backbone_c.options)
     if pretrained is not None:
         bb_opts.setdefault("pretrained", str(pretrained))
-    backbone = api.create("backbone", backbone_c.name, **bb_opts)
+    backbone = get_manager().registry.create("backbone", backbone_c.name, **bb_opts)
     head_c = with_pipeline_options("head", Component(**spec["head"]), in_dim=backbone.out_dim, seq_len=spec["frames"])
-    head = api.create("head", head_c.name, **head_c.options)
+    head = get_manager().registry.create("head", head_c.name, **head_c.options)
     saved = {**spec, "backbone": {"name": backbone_c.name, "options": {k: v for k, v in bb_opts.items() if k != "pretrained"}},
              "head": head_c.model_dump(mode="json")}
     return FewShotModel(backbone, head), saved

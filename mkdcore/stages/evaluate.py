@@ -14,7 +14,7 @@ from typing import Any
 from mkdcore.data.episodes import EpisodeSampler, load_episodes
 from mkdcore.errors import DataError
 from mkdcore.fileio import atomic_write_json
-from mkdcore.models.folder import load_model
+from mkdcore.models.folder import load_model, record_evaluation
 from mkdcore.stages.base import StageContext
 from mkdcore.stages.cost import fewshot_cost, mfm_teacher_cost
 from mkdcore.stages.dataset import episode_keys, layout_of, split_of, transform_of
@@ -53,6 +53,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
         ctx.log(f"{name}: {results[name]['accuracy']:.2f} +- {results[name]['ci95']:.2f}")
 
     teacher_costs = {}
+    evaluated = {}  # student model folder -> result name: their cards get the evaluation
     for dep in ctx.node.deps:
         node = ctx.nodes[dep]
         if node.kind == "features":
@@ -74,9 +75,14 @@ def run(ctx: StageContext) -> dict[str, Any]:
             manifest = node.manifest()["outputs"]
             record(node.name, "student", scores, fewshot_cost(model, cfg),
                    {"variant": node.params["variant"], "distiller": manifest["distiller"], "backbone": spec["backbone"]})
+            evaluated[node.files.model] = node.name
     progress.finish(len(results))
     ep = cfg.episodes
     out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,
                        "episodes": len(episodes), **source}, "models": results}
     atomic_write_json(ctx.files.results, out, "evaluation results")
+    for folder, name in evaluated.items():  # after the results: a failed evaluation changes no card
+        r = results[name]
+        record_evaluation(folder, {k: r[k] for k in ("accuracy", "ci95", "episodes", "params", "gmacs")}
+                          | {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "source": source["source"]})
     return {"results": str(ctx.files.results), "models": {k: round(v["accuracy"], 2) for k, v in results.items()}}
