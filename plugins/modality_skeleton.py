@@ -14,11 +14,17 @@ Backends:
       pip install --force-reinstall --no-deps opencv-contrib-python==4.11.0.86
 
   Runs on CPU; one person per frame; its 33 landmarks are mapped to the COCO 17.
+* ``alphapose`` (``method=alphapose`` is the same option): the paper's pose network,
+  run by the user: per video an ``alphapose-results.json`` under
+  ``results/<class>/<video>/`` (AlphaPose run on that video's RGB frames), drawn
+  here (:mod:`mkdcore.modalities.alphapose`). No network, no device.
 * ``existing``: the dataset already has ``skeleton_l8`` (the synthetic dataset's ground
   truth); derive only verifies it.
 
 Drawing: a black image per frame with every detected person (person score >=
-``score_threshold``, joints with confidence > ``keypoint_threshold``): limbs in one
+``score_threshold``, joints with confidence > ``keypoint_threshold``; for AlphaPose,
+whose file holds only people it kept, at most ``max_people`` by person score, joints
+above ``alphapose_threshold``, 0.4 as AlphaPose's own renderer): limbs in one
 colour each, joints white. A frame with nobody is a black image, not an error.
 """
 
@@ -29,9 +35,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
+from mkdcore.errors import MkdError
 from mkdcore.hookspecs import hookimpl
+from mkdcore.modalities.alphapose import AlphaPoseResults
 from mkdcore.modalities.base import Clip, Modality
 from mkdcore.modalities.pose import KeypointRCNNPose, MediaPipePose, draw_skeletons
 
@@ -39,7 +47,10 @@ from mkdcore.modalities.pose import KeypointRCNNPose, MediaPipePose, draw_skelet
 class SkeletonOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["keypointrcnn", "mediapipe", "existing"] = "keypointrcnn"
+    backend: Literal["keypointrcnn", "mediapipe", "alphapose", "existing"] = Field(
+        "keypointrcnn", validation_alias=AliasChoices("backend", "method"), description="pose source (also spelt method=)")
+    results: Path | None = Field(None, description="folder of <class>/<video>/alphapose-results.json (backend alphapose)")
+    alphapose_threshold: float = Field(0.4, description="AlphaPose joint score to draw a joint (its renderer's 0.4)")
     weights: Path | None = Field(None, description="local keypointrcnn_resnet50_fpn state dict (backend keypointrcnn)")
     score_threshold: float = Field(0.7, ge=0, le=1, description="person detection score to draw a person")
     keypoint_threshold: float = Field(0.0, description="joint confidence to draw a joint (Keypoint R-CNN logit; MediaPipe visibility)")
@@ -53,7 +64,7 @@ class SkeletonOptions(BaseModel):
 
 
 class Skeleton(Modality):
-    """Human pose (Keypoint R-CNN from a local file, MediaPipe Pose, or existing ground truth) drawn as limbs."""
+    """Human pose (Keypoint R-CNN from a local file, MediaPipe Pose, AlphaPose result files, or existing ground truth) drawn as limbs."""
 
     name = "skeleton"
     channels = ("limbs_r", "limbs_g", "limbs_b")
@@ -65,6 +76,8 @@ class Skeleton(Modality):
         self.jpeg_quality = o.jpeg_quality
         if o.backend == "mediapipe":
             self.estimator: Any = MediaPipePose()
+        elif o.backend == "alphapose":
+            self.estimator = AlphaPoseResults(o.results, o.max_people)
         else:
             self.estimator = KeypointRCNNPose(o.weights, o.score_threshold, o.min_size, o.max_size, o.batch_size, o.max_people, o.proposals)
 
@@ -78,9 +91,20 @@ class Skeleton(Modality):
         return [draw_skeletons(h, w, p, o.keypoint_threshold, o.thickness) for p in people]
 
     def derive(self, clip: Clip) -> list[np.ndarray]:
+        if isinstance(self.estimator, AlphaPoseResults):
+            _, h, w, _ = clip.frames.shape
+            people = self.estimator.people(clip.key, clip.names)
+            return [draw_skeletons(h, w, p, self.options.alphapose_threshold, self.options.thickness) for p in people]
         return self.draw(clip.frames, self.estimator(clip.frames))
 
     def derive_batch(self, clips: Sequence[Clip]) -> list[list[np.ndarray]]:
+        if isinstance(self.estimator, AlphaPoseResults):
+            try:
+                return [self.derive(c) for c in clips]
+            except MkdError as exc:
+                # a bad result file fails its own video, not the run (an MkdError from a batch
+                # stops the runner): a plain error makes it redo the batch video by video
+                raise RuntimeError(str(exc)) from exc
         if not clips:
             return []
         people = self.estimator(np.concatenate([c.frames for c in clips])) if len({c.frames.shape[1:] for c in clips}) == 1 else None
