@@ -50,15 +50,17 @@ LOAD_PLUGINS = Setting("MKD_LOAD_PLUGINS", None, "Load only these entry points (
 DISABLE_PLUGINS = Setting("MKD_DISABLE_PLUGINS", None, "Never import these entry points (comma-separated), like pytest's -p no:NAME.")
 TRACE_PLUGINS = Setting("MKD_TRACE_PLUGINS", None, "Print every hook call, its implementations and results to stderr.")
 PROGRESS_FILE = Setting("MKD_PROGRESS_FILE", None, "Append progress events of a stage as JSON lines to this file (set by the queue).")
+PROGRESS_EVERY = Setting("MKD_PROGRESS_EVERY", "30", "Seconds between plain progress lines on stdout when it is not a terminal (logs, nohup, SLURM).")
 HEARTBEAT_EVERY = Setting("MKD_HEARTBEAT_EVERY", "2", "Seconds between a worker's heartbeats.")
 STALE_AFTER = Setting("MKD_STALE_AFTER", "30", "Seconds of silence after which a worker counts as lost and its stage is re-queued.")
 NODE = Setting("MKD_NODE", None, "A worker's node name (set by `mkd worker`; default: the Celery hostname).")
-WORKER_GPU = Setting("MKD_WORKER_GPU", None, "The GPU index a worker owns (set by `mkd worker`; empty: CPU).")
+WORKER_GPU = Setting("MKD_WORKER_GPU", None, "The GPU indices a worker owns, comma-separated (set by `mkd worker`; empty: CPU).")
+WORKER_DEVICES = Setting("MKD_WORKER_DEVICES", "1", "How many devices a worker owns: the largest runtime.devices it runs (set by `mkd worker`).")
 WORKER_QUEUES = Setting("MKD_WORKER_QUEUES", None, "The queues a worker consumes (set by `mkd worker`).")
 STAGE_MODULE = Setting("MKD_STAGE_MODULE", "mkdcore.cli.main", "Module a worker runs stages with (`python -m MODULE run ...`; tests swap it).")
 
-ALL: tuple[Setting, ...] = (RUNS_DIR, BROKER_URL, STATE_DIR, LOAD_PLUGINS, DISABLE_PLUGINS, TRACE_PLUGINS, PROGRESS_FILE,
-                            HEARTBEAT_EVERY, STALE_AFTER, NODE, WORKER_GPU, WORKER_QUEUES, STAGE_MODULE)
+ALL: tuple[Setting, ...] = (RUNS_DIR, BROKER_URL, STATE_DIR, LOAD_PLUGINS, DISABLE_PLUGINS, TRACE_PLUGINS, PROGRESS_FILE, PROGRESS_EVERY,
+                            HEARTBEAT_EVERY, STALE_AFTER, NODE, WORKER_GPU, WORKER_DEVICES, WORKER_QUEUES, STAGE_MODULE)
 
 
 def describe() -> list[dict[str, str | None]]:

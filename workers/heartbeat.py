@@ -1,8 +1,8 @@
 """Worker heartbeats and the watchdog, run by a thread in the worker's main process.
 
 Every ``MKD_HEARTBEAT_EVERY`` seconds the worker writes ``<runs_dir>/workers/<node>.json``
-(host, pid, GPU name/memory/utilisation via NVML, process RSS, the stage its task
-process runs, time). The same thread is the watchdog: it re-queues running stages whose
+(host, pid, device count, each owned GPU's name/memory/utilisation via NVML, stage
+threads, process RSS, the stage its task process runs, time). The same thread is the watchdog: it re-queues running stages whose
 worker has been silent for ``MKD_STALE_AFTER`` seconds (capped attempts, see
 :func:`mkdcore.jobs.dispatch.recover_stale`). Every worker runs it; the store lock makes
 concurrent watchdogs harmless. Celery's own ``ping``/``inspect`` are not needed.
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 from celery.utils.log import get_logger
 
 from mkdcore import procinfo, settings
@@ -38,15 +38,25 @@ from mkdcore.jobs.heartbeats import (
 )
 from mkdcore.jobs.messages import make_sender
 from mkdcore.jobs.store import JobStore, atomic_write, default_runs_dir, read_json
+from workers import drain
 from workers.gpu import gpu_stats
 
 log = get_logger("mkd.heartbeat")
 
 
-def worker_gpu() -> int | None:
-    """The GPU this worker owns (``MKD_WORKER_GPU``, set by ``mkd worker``), None for CPU."""
+def worker_gpus() -> list[int]:
+    """The GPUs this worker owns (``MKD_WORKER_GPU``, set by ``mkd worker``); [] for CPU."""
     value = settings.WORKER_GPU.get() or ""
-    return int(value) if value.strip().isdigit() else None
+    return [int(v) for v in value.split(",") if v.strip().isdigit()]
+
+
+def worker_devices() -> int:
+    """Devices this worker owns: its GPUs, or ``MKD_WORKER_DEVICES`` ranks for a CPU worker."""
+    gpus = worker_gpus()
+    if gpus:
+        return len(gpus)
+    value = settings.WORKER_DEVICES.get() or "1"
+    return max(1, int(value)) if value.strip().isdigit() else 1
 
 
 def task_path(node: str, runs_dir: Path) -> Path:
@@ -71,7 +81,9 @@ def beat_payload(node: str, runs_dir: Path, stopped: bool = False) -> dict[str, 
         "host": socket.gethostname(),
         "pid": os.getpid(),
         "queues": settings.WORKER_QUEUES.get() or "",
-        "gpu": gpu_stats(worker_gpu()),
+        "devices": worker_devices(),
+        "gpus": [gpu_stats(i) for i in worker_gpus()],  # [] for a CPU worker
+        "threads": os.environ.get("OMP_NUM_THREADS"),
         "rss_mib": round(rss / 2**20),
         "task": task,
         "time": time.time(),
@@ -161,6 +173,7 @@ _thread: Heartbeat | None = None
 def _start(sender=None, **_: Any) -> None:
     global _thread
     node = settings.NODE.get() or getattr(sender, "hostname", None) or socket.gethostname()
+    drain.clear(node, default_runs_dir())  # a stop request of a predecessor is not ours
     try:
         recover_predecessor(node, default_runs_dir(), sender.app)
     except Exception as exc:  # a full disk or broken record must not stop the worker; the watchdog retries
@@ -170,11 +183,23 @@ def _start(sender=None, **_: Any) -> None:
     log.info("heartbeat every %.1f s to %s (stale after %.0f s)", HEARTBEAT_EVERY_S, workers_dir(default_runs_dir()), STALE_AFTER_S)
 
 
+@worker_shutting_down.connect
+def _hand_back(sender=None, sig: str | None = None, how: str | None = None, **_: Any) -> None:
+    """Warm shutdown began (SIGTERM, Ctrl-C): Celery stops taking messages and waits for
+    the running task; ask that task to checkpoint its stage and hand it back now."""
+    node = settings.NODE.get() or sender or socket.gethostname()
+    try:
+        drain.request_stop(node, default_runs_dir(), f"worker {node} stopping ({sig or 'signal'}, {how or 'warm'} shutdown)")
+    except Exception as exc:  # a full disk: the stage then runs to its end, as Celery's warm shutdown does
+        log.error("could not ask the running stage to stop: %s: %s", type(exc).__name__, exc)
+
+
 @worker_shutdown.connect
 def _stop(sender=None, **_: Any) -> None:
     if _thread is not None:
         _thread.stop_event.set()
         try:
             write_beat(_thread.node, _thread.runs_dir, stopped=True)
+            drain.clear(_thread.node, _thread.runs_dir)
         except OSError:
             pass

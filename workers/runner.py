@@ -1,6 +1,7 @@
 """Running one stage as a child process group, and ending such a group.
 
-The stage runs as ``python -m mkdcore.cli.main run CONFIG --stages NAME`` in its own
+The stage runs as ``python -m workers.stage_child mkdcore.cli.main run CONFIG --stages NAME``
+(:mod:`workers.stage_child`: a SIGTERM before the engine is ready exits 143) in its own
 session (process group), so that cancel can signal the trainer *and* its data-loader
 children at once (Celery's ``revoke(terminate=True)`` only reaches the pool process).
 The child also gets ``PR_SET_PDEATHSIG=SIGKILL``: if the worker's task process dies
@@ -26,7 +27,7 @@ EXIT_TERMINATED = TERMINATED_EXIT_CODE
 
 def stage_argv(config_file: str, stage: str) -> list[str]:
     module = settings.STAGE_MODULE.get()  # ``python -m <module> run ...``; tests swap it
-    return [sys.executable, "-m", module, "run", config_file, "--stages", stage]
+    return [sys.executable, "-m", "workers.stage_child", module, "run", config_file, "--stages", stage]
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec

@@ -13,6 +13,13 @@ The steps and the trap each one closes:
    a cancel request (from any machine) SIGTERMs the group, waits the grace period for a
    checkpoint, then SIGKILLs it.
 5. Record the outcome and dispatch the stages that became ready.
+
+Preemption: a stage that exits 143 (it checkpointed on SIGTERM: SLURM preemption,
+``scancel``, a spot VM going away, or this worker asked to stop) and was not cancelled is
+handed back, ``pending`` then ``queued`` again with the attempt refunded, and resumes from
+its checkpoint on the next worker that takes it. A worker asked to stop (``worker_shutting_down``,
+:mod:`workers.drain`) or whose task process gets SIGTERM itself SIGTERMs the stage's
+group first, waits the job's grace period, and hands the stage back.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import socket
 import time
 from pathlib import Path
@@ -31,7 +39,7 @@ from pydantic import ValidationError
 
 from mkdcore import names, procinfo, settings
 from mkdcore.errors import MkdError
-from mkdcore.jobs.dispatch import dispatch
+from mkdcore.jobs.dispatch import dispatch, hand_back
 from mkdcore.jobs.messages import TASK_NAME, StageMessage, make_sender
 from mkdcore.jobs.store import (
     JobNotFound,
@@ -41,6 +49,7 @@ from mkdcore.jobs.store import (
     read_json,
 )
 from mkdcore.parallel import terminate_group
+from workers import drain
 from workers.celery_app import app
 from workers.runner import EXIT_TERMINATED, spawn_stage
 
@@ -99,6 +108,30 @@ class StageRun:
         self.node = node
         self.app = celery_app
         self.store = JobStore(msg.runs_dir)
+        self.worker_pid = os.getppid()  # the Celery worker's main process (we are its pool child)
+        self.sigterm: str | None = None  # set by our SIGTERM handler while the stage runs
+
+    def stop_reason(self) -> str | None:
+        """Why this worker wants the stage stopped and handed back, if it does."""
+        return self.sigterm or drain.stop_requested(self.node, default_runs_dir(), self.worker_pid)
+
+    @contextlib.contextmanager
+    def _sigterm_handback(self):
+        """While the stage runs, SIGTERM to this task process (SLURM signals every process
+        of a step; Celery resets the pool child's handler to "die") means: stop the stage
+        gracefully and hand it back, not die and leave it to the watchdog."""
+        def handle(signum: int, frame: Any) -> None:
+            self.sigterm = "the worker's task process got SIGTERM"
+
+        try:
+            previous = signal.signal(signal.SIGTERM, handle)
+        except ValueError:  # not the main thread (a thread pool): the stop file still works
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     # ----------------------------------------------------------------- claim
     def claim(self) -> str | None:
@@ -141,9 +174,11 @@ class StageRun:
         self._announce({"job": m.job_id, "stage": m.stage, "token": m.token, "runs_dir": m.runs_dir, "since": time.time(),
                         "worker_pid": worker, "worker_start": procinfo.start_time(worker)})
         try:
-            with self._stage_lock(stage) as got:
-                if not got:
+            with self._sigterm_handback(), self._stage_lock(stage) as got:
+                if got == "cancel":
                     return self._finish(None, cancelled=True, note="cancelled while waiting for the stage lock")
+                if got is not True:  # asked to stop before the stage started: nothing to checkpoint
+                    return self._finish(None, cancelled=False, note=f"{got} while waiting for the stage lock")
                 return self._run_child()
         finally:
             self._announce(None)
@@ -159,6 +194,12 @@ class StageRun:
         cancelled = lost_lease = False
         while proc.poll() is None:
             time.sleep(POLL_S)
+            stop = self.stop_reason()
+            if stop is not None:
+                grace = self.job.cancel_grace_s
+                log.info("%s: SIGTERM to stage group %d, %.0f s grace to checkpoint, then hand it back", stop, proc.pid, grace)
+                terminate_group(proc.pid, grace, proc)
+                break
             current = self._current()
             if current is None:
                 continue
@@ -200,7 +241,12 @@ class StageRun:
                                        else f"cancelled (exit code {rc})")
             elif rc == 0:
                 rec.state, rec.message = "succeeded", None
-            elif (rc == EXIT_TERMINATED or (rc is not None and rc < 0)) and rec.attempts < job.max_attempts:
+            elif rc is None and note:
+                hand_back(rec, note)
+            elif rc == EXIT_TERMINATED:
+                why = self.stop_reason() or "the stage got SIGTERM (preempted)"
+                hand_back(rec, f"{why}: checkpointed and stopped (exit code {rc})")
+            elif rc is not None and rc < 0 and rec.attempts < job.max_attempts:
                 rec.state, rec.token, rec.finished_at = "pending", None, None
                 rec.message = f"stopped by a signal (exit code {rc}); re-queued, resumes from its checkpoint"
             else:
@@ -214,7 +260,8 @@ class StageRun:
     # ----------------------------------------------------------------- locks
     @contextlib.contextmanager
     def _stage_lock(self, stage):
-        """Hold the stage's content lock; yields False if the job is cancelled meanwhile."""
+        """Hold the stage's content lock (yields True); yields "cancel" if the job is
+        cancelled meanwhile, or the stop reason if this worker is asked to stop."""
         path = Path(self.msg.runs_dir) / "locks" / f"{stage.kind}-{stage.key}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a") as fh:
@@ -225,7 +272,11 @@ class StageRun:
                 except BlockingIOError:
                     current = self._current()
                     if current and current[0].cancel_requested:
-                        yield False
+                        yield "cancel"
+                        return
+                    stop = self.stop_reason()
+                    if stop is not None:
+                        yield stop
                         return
                     time.sleep(POLL_S)
             try:

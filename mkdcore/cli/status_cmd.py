@@ -23,40 +23,57 @@ def _num(v, fmt: str = "{:.4g}") -> str:
     return "-" if v is None else fmt.format(v)
 
 
+def _gpus(row: dict) -> str:
+    """A worker's GPUs, one line each: ``0 NVIDIA H100 45% 1234/81559 MiB`` (``n/a`` where
+    NVML gave nothing); ``-`` for a CPU worker."""
+    if not row["gpus"]:
+        return "-"
+    lines = []
+    for g in row["gpus"]:
+        util = f"{g['utilization_pct']}%" if g["utilization_pct"] != "n/a" else "n/a"
+        lines.append(f"{g['index']} {g['name']} {util} {g['memory_used_mib']}/{g['memory_total_mib']} MiB")
+    return "\n".join(lines)
+
+
 def render(data: dict, one_job: bool) -> None:
+    """Tables for a terminal. Every value that comes from a user or a file (job names such
+    as ``smoke[seed=1]``, stage names, messages) is shown verbatim, never read as markup."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console(width=140)
     if one_job:
         d = data
-        console.print(f"[bold]{d['id']}[/]  {d['name']}  state [bold]{d['state']}[/]"
-                      + (f"  (worker {d['worker']}: {d['worker_state']})" if d["worker"] else "")
-                      + (f"  group {d['group']}" if d["group"] else ""))
+        console.print(f"[bold]{escape(d['id'])}[/]  {escape(d['name'])}  state [bold]{d['state']}[/]"
+                      + (f"  (worker {escape(d['worker'])}: {d['worker_state']})" if d["worker"] else "")
+                      + (f"  group {escape(d['group'])}" if d["group"] else ""))
         t = Table("stage", "state", "attempts", "worker", "step", "loss", "val acc", "note")
         for s in d["stages"]:
             step = f"{s['step']}/{s['total']}" if s["step"] is not None else "-"
-            t.add_row(s["name"], s["state"] + (" (cached)" if s["cached"] else ""), str(s["attempts"]), s["worker"] or "-",
-                      step, _num(s["loss"]), _num(s["val_acc"], "{:.3f}"), (s["message"] or "")[:60])
+            attempts = str(s["attempts"]) + (f" (+{s['preempted']} preempted)" if s["preempted"] else "")
+            t.add_row(escape(s["name"]), s["state"] + (" (cached)" if s["cached"] else ""), attempts, escape(s["worker"] or "-"),
+                      step, _num(s["loss"]), _num(s["val_acc"], "{:.3f}"), escape((s["message"] or "")[:60]))
         console.print(t)
         return
-    w = Table("worker", "state", "GPU", "GPU mem (MiB)", "util", "job", "stage", "heartbeat", title="workers")
+    w = Table("worker", "state", "dev", "GPU  util  memory", "threads", "job", "stage", "heartbeat", title="workers")
     for r in data["workers"]:
-        mem = f"{r['memory_used_mib']}/{r['memory_total_mib']}" if r["memory_total_mib"] else "-"
-        util = f"{r['utilization_pct']}%" if r["utilization_pct"] is not None else "-"
-        w.add_row(r["node"], r["state"], str(r["gpu"] or "-"), mem, util, r["job"] or "-", r["stage"] or "-", _fmt_age(r["heartbeat_age_s"]))
+        w.add_row(escape(r["node"]), r["state"], str(r["devices"]), escape(_gpus(r)), str(r["threads"] or "-"),
+                  escape(r["job"] or "-"), escape(r["stage"] or "-"), _fmt_age(r["heartbeat_age_s"]))
     console.print(w if data["workers"] else "workers: none has reported (start one: `mkd worker` or `mkd up`)")
+    # tries: retries (starts beyond each stage's first), so a clean job shows 0 whatever its size
     j = Table("job", "name", "group", "state", "stage", "step", "loss", "val acc", "ETA", "tries", title="jobs")
     for r in data["jobs"]:
         state = r["state"] + (" (worker unknown)" if r["worker_state"] == "unknown" else "")
         step = f"{r['step']}/{r['total']}" if r["step"] is not None else "-"
-        j.add_row(r["id"], r["name"], r["group"] or "-", state, r["stage"] or "-", step, _num(r["loss"]),
-                  _num(r["val_acc"], "{:.3f}"), _fmt_age(r["eta_s"]) if r["state"] == "running" else "-", str(r["attempts"]))
-    console.print(j if data["jobs"] else f"jobs: none in {data['runs_dir']}")
+        j.add_row(escape(r["id"]), escape(r["name"]), escape(r["group"] or "-"), state, escape(r["stage"] or "-"), step,
+                  _num(r["loss"]), _num(r["val_acc"], "{:.3f}"), _fmt_age(r["eta_s"]) if r["state"] == "running" else "-",
+                  str(r["retries"]))
+    console.print(j if data["jobs"] else escape(f"jobs: none in {data['runs_dir']}"))
     for bad in data["corrupt"]:  # one line each, never hiding the readable jobs
         console.print(f"job {bad['id']}: corrupt: {bad['error']}", markup=False, soft_wrap=True)
     q = data["queue"]
-    console.print("queue: " + (", ".join(f"{k} {v} waiting" for k, v in q.items()) if isinstance(q, dict) else q))
+    console.print("queue: " + (", ".join(f"{k} {v} waiting" for k, v in q.items()) if isinstance(q, dict) else q), markup=False)
 
 
 @click.command()

@@ -146,3 +146,14 @@ def requeue_lost(job: JobRecord, stage: StageRecord, why: str, now: float) -> st
     stage.state, stage.token, stage.pid = "pending", None, None
     stage.message = f"{why}; re-queued (attempt {stage.attempts + 1} of {job.max_attempts}), resumes from its checkpoint"
     return "requeued"
+
+
+def hand_back(stage: StageRecord, why: str) -> str:
+    """Put a stage that checkpointed and stopped on SIGTERM (preemption, a worker asked to
+    stop) back in line without charging the attempt it used: the next dispatch queues it
+    and it resumes from its checkpoint on whichever worker takes it. Returns the message."""
+    stage.state, stage.token, stage.pid, stage.finished_at = "pending", None, None, None
+    stage.attempts = max(0, stage.attempts - 1)
+    stage.preempted += 1
+    stage.message = f"{why}; handed back (no attempt charged), resumes from its checkpoint"
+    return stage.message

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from mkdcore.jobs.capacity import queue_for, stage_devices
 from mkdcore.jobs.model import JobRecord, StageRecord
 
 TASK_NAME = "mkd.run_stage"
@@ -39,6 +40,8 @@ def make_sender(app: Any, configs: dict[str, dict[str, Any]] | None = None):
     """A :data:`mkdcore.jobs.dispatch.Sender` that publishes with ``app``.
 
     ``configs`` caches job id -> config dict (read from the job's config.yaml otherwise).
+    The stage goes to the queue of its device count (:mod:`mkdcore.jobs.capacity`), which
+    is recorded on the stage (the caller holds the store transaction).
     """
     import yaml
 
@@ -50,7 +53,9 @@ def make_sender(app: Any, configs: dict[str, dict[str, Any]] | None = None):
                 cache[job.id] = yaml.safe_load(fh) or {}
         msg = StageMessage(job_id=job.id, stage=stage.name, token=stage.token or "", runs_dir=job.runs_dir,
                            config_hash=job.config_hash, config=cache[job.id])
-        app.send_task(TASK_NAME, kwargs=msg.model_dump(), queue=job.queue, routing_key=job.queue,
+        stage.devices = stage_devices(cache[job.id], stage.kind)
+        queue = queue_for(job.queue, stage.devices)
+        app.send_task(TASK_NAME, kwargs=msg.model_dump(), queue=queue, routing_key=queue,
                       priority=celery_priority(job.priority), task_id=stage.token)
 
     return send

@@ -43,7 +43,9 @@ class StageRecord(BaseModel):
     stage_dir: str
     state: StageState = "pending"
     token: str | None = None
-    attempts: int = 0  # starts so far (automatic re-queues after a lost worker count too)
+    attempts: int = 0  # starts charged so far (re-queues after a lost worker count; preemptions do not)
+    devices: int = 1  # devices it asks for (runtime.devices for training/evaluation), set when queued
+    preempted: int = 0  # times it checkpointed on SIGTERM and was handed back (no attempt charged)
     worker: str | None = None
     host: str | None = None
     pid: int | None = None  # the stage's process-group leader
@@ -111,3 +113,15 @@ class JobRecord(BaseModel):
     @property
     def attempts(self) -> int:
         return sum(s.attempts for s in self.stages)
+
+    @property
+    def retries(self) -> int:
+        """Starts beyond each stage's first charged one: 0 for a clean job of any size.
+
+        A stage that ran once counts 0, one re-run after a failure or a lost worker 1; a
+        preempted stage that resumed elsewhere counts 0 (preemption charges no attempt)."""
+        return sum(max(0, s.attempts - 1) for s in self.stages)
+
+    @property
+    def preemptions(self) -> int:
+        return sum(s.preempted for s in self.stages)

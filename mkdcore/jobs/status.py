@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mkdcore.jobs.capacity import queue_for
 from mkdcore.jobs.heartbeats import STALE_AFTER_S, is_stale, read_heartbeats
 from mkdcore.jobs.model import JobRecord
 from mkdcore.jobs.progress import latest_progress
@@ -61,29 +62,48 @@ def job_summary(store: JobStore, job: JobRecord, beats: dict[str, dict[str, Any]
         "loss": cur.get("loss"),
         "val_acc": last_val,
         "eta_s": cur.get("eta_s"),
-        "attempts": job.attempts,
+        "attempts": job.attempts,  # starts charged, summed over stages
+        "retries": job.retries,  # starts beyond each stage's first: 0 for a clean job (the `tries` column)
+        "preemptions": job.preemptions,  # stages handed back on SIGTERM (charged nothing)
         "priority": job.priority,
         "created_at": job.created_at,
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
         "stages": [
-            {"name": s.name, "state": s.state, "attempts": s.attempts, "worker": s.worker, "cached": s.cached,
+            {"name": s.name, "state": s.state, "attempts": s.attempts, "preempted": s.preempted, "devices": s.devices,
+             "worker": s.worker, "cached": s.cached,
              "exit_code": s.exit_code, "message": s.message, **{k: progress.get(s.name, {}).get(k) for k in ("step", "total", "loss", "val_acc")}}
             for s in job.stages
         ],
     }
 
 
+#: What ``mkd status`` shows for a GPU figure NVML could not give (no driver, no GPU).
+NA = "n/a"
+
+
+def gpu_row(stats: dict[str, Any]) -> dict[str, Any]:
+    """One GPU of a worker as ``mkd status --json`` gives it: index, name, utilisation (%),
+    memory used/total (MiB); each figure NVML did not give is ``"n/a"`` (``detail`` says why)."""
+    row: dict[str, Any] = {"index": stats.get("gpu"), "name": stats.get("name", NA)}
+    for key in ("utilization_pct", "memory_used_mib", "memory_total_mib"):
+        value = stats.get(key)
+        row[key] = NA if value is None else value
+    if "detail" in stats:
+        row["detail"] = stats["detail"]
+    return row
+
+
 def worker_rows(beats: dict[str, dict[str, Any]], stale_after: float = STALE_AFTER_S) -> list[dict[str, Any]]:
+    """Per worker: state, devices, each owned GPU (:func:`gpu_row`; [] for a CPU worker),
+    stage threads, memory, and the job and stage it runs."""
     rows = []
     for node, b in sorted(beats.items()):
-        gpu = b.get("gpu") or {}
         task = b.get("task") or {}
         rows.append({
             "node": node, "host": b.get("host"), "pid": b.get("pid"),
             "state": "stopped" if b.get("stopped") else ("unknown" if is_stale(b, stale_after) else ("busy" if task else "idle")),
-            "gpu": gpu.get("name") or gpu.get("detail"), "memory_used_mib": gpu.get("memory_used_mib"),
-            "memory_total_mib": gpu.get("memory_total_mib"), "utilization_pct": gpu.get("utilization_pct"),
+            "devices": b.get("devices", 1), "gpus": [gpu_row(g) for g in b.get("gpus") or []], "threads": b.get("threads"),
             "rss_mib": b.get("rss_mib"), "job": task.get("job"), "stage": task.get("stage"),
             "heartbeat_age_s": round(b.get("age_s", 0.0), 1),
         })
@@ -98,7 +118,8 @@ def collect(store: JobStore, url: str, job_id: str | None = None, queues: list[s
         return job_summary(store, store.load(store.resolve(job_id)), beats, stale_after)
     jobs, corrupt = store.scan()
     jobs.sort(key=lambda j: j.created_at, reverse=True)
-    queue_names = sorted(set(queues or []) | {j.queue for j in jobs} | {"mkd"})
+    routed = {queue_for(j.queue, s.devices) for j in jobs for s in j.stages if s.state == "queued"}
+    queue_names = sorted(set(queues or []) | {j.queue for j in jobs} | routed | {"mkd"})
     return {
         "time": time.time(),
         "runs_dir": str(store.runs_dir),
