@@ -24,15 +24,15 @@ def _num(v, fmt: str = "{:.4g}") -> str:
 
 
 def _gpus(row: dict) -> str:
-    """A worker's GPUs, one line each: ``0 NVIDIA H100 45% 1234/81559 MiB`` (``n/a`` where
-    NVML gave nothing); ``-`` for a CPU worker."""
-    if not row["gpus"]:
-        return "-"
+    """A worker's GPUs, one line each: ``0 NVIDIA H100 45% 1234/81559 MiB``, or ``2 n/a``
+    where NVML gave nothing (no driver); ``-`` for a CPU worker."""
     lines = []
     for g in row["gpus"]:
-        util = f"{g['utilization_pct']}%" if g["utilization_pct"] != "n/a" else "n/a"
-        lines.append(f"{g['index']} {g['name']} {util} {g['memory_used_mib']}/{g['memory_total_mib']} MiB")
-    return "\n".join(lines)
+        if g["utilization_pct"] == "n/a" and g["memory_total_mib"] == "n/a":
+            lines.append(f"{g['index']} n/a")
+        else:
+            lines.append(f"{g['index']} {g['name']} {g['utilization_pct']}% {g['memory_used_mib']}/{g['memory_total_mib']} MiB")
+    return "\n".join(lines) or "-"
 
 
 def render(data: dict, one_job: bool) -> None:
