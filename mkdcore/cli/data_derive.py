@@ -48,7 +48,7 @@ def derive(root: str, modality: str, options: tuple[str, ...], device: str, work
     from mkdcore.data.derive import derive_dataset
 
     summary = derive_dataset(root, modality, parse_options(options), device=device, workers=workers,
-                             progress=not no_progress, batch_videos=batch_videos)
+                             progress=not (no_progress or as_json), batch_videos=batch_videos)  # --json: stdout is JSON only
     if as_json:
         click.echo(json.dumps(summary.as_dict(), indent=2))
     else:

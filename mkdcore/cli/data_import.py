@@ -36,14 +36,21 @@ def import_videos(videos_dir: str, out: str, frames: int, workers: int, size: in
 
     from mkdcore.data.importer import find_videos
     from mkdcore.data.importer import import_videos as run_import
+    from mkdcore.progress import plain_callback
 
     jobs = find_videos(Path(videos_dir), Path(out) / "rgb_l8")
     console = Console(stderr=True)
+    plain = plain_callback("import", "videos")  # lines on stdout when it is a log, not a terminal
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done)
+        plain(done, total)
+
     with Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("import", total=len(jobs))
         result = run_import(
             videos_dir, out, frames=frames, workers=workers, size=size, jobs=jobs, min_frames=min_frames,
-            progress=lambda done, total: bar.update(task, completed=done),
+            progress=progress,
         )
     for source, why in result.warnings:
         click.echo(f"warning: {source}: {why}", err=True)

@@ -30,6 +30,7 @@ def synth(out: Path, classes: int, videos_per_class: int, size: int, seed: int, 
     )
 
     from mkdcore.data.synth import SPLIT_NAME, SynthParams, manifest, render_dataset
+    from mkdcore.progress import plain_callback
 
     params = SynthParams(classes, videos_per_class, size, seed, frames)
     params.validate()  # before the progress bar: bad input is one line
@@ -40,12 +41,14 @@ def synth(out: Path, classes: int, videos_per_class: int, size: int, seed: int, 
     columns = ("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar:
         task = bar.add_task("rendering", total=classes * videos_per_class)
+        plain = plain_callback("synth", "videos")  # lines on stdout when it is a log, not a terminal
 
         def progress(done: int, total: int) -> None:
             if counts["first"] is None:
                 counts["first"] = done
             counts["done"] = done
             bar.update(task, completed=done)
+            plain(done, total)
 
         render_dataset(out, classes, videos_per_class, size, seed, frames, workers, progress=progress)
     elapsed = time.perf_counter() - start

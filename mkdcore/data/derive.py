@@ -493,10 +493,15 @@ class _Progress:
     """A rich progress bar over videos that shows frames/s; silent when disabled."""
 
     def __init__(self, enabled: bool, name: str, total: int, already: int) -> None:
+        from mkdcore.progress import ProgressReporter
+
         self.enabled = enabled
         self.name, self.total, self.already = name, total, already
         self.frames = 0
         self.start = time.perf_counter()
+        # plain lines on stdout when it is not a terminal (logs), JSON events for the queue
+        self.plain = ProgressReporter(f"derive:{name}", total, unit="videos", show=False) if enabled else None
+        self.done = already
 
     def __enter__(self) -> Self:
         if self.enabled:
@@ -517,6 +522,8 @@ class _Progress:
             )
             self.progress.__enter__()
             self.task = self.progress.add_task(self.name, total=self.total, completed=self.already, fps=0.0)
+            assert self.plain is not None
+            self.plain.start(self.already)
         return self
 
     def advance(self, frames: int) -> None:
@@ -524,7 +531,12 @@ class _Progress:
         if self.enabled:
             fps = self.frames / max(time.perf_counter() - self.start, 1e-9)
             self.progress.update(self.task, advance=1, fps=fps)
+            self.done += 1
+            assert self.plain is not None
+            self.plain.update(self.done, frames_per_s=round(fps, 1))
 
     def __exit__(self, *exc: object) -> None:
         if self.enabled:
             self.progress.__exit__(*exc)
+            assert self.plain is not None
+            self.plain.finish(self.done)

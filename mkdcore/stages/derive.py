@@ -19,7 +19,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     m = ctx.node.params["modality"]
     comp = ctx.cfg.modalities.derive.get(m, Component(name=m))
     summary = derive_dataset(ctx.cfg.data.root, comp.name, dict(comp.options), device=str(ctx.device),
-                             workers=max(1, ctx.cfg.data.num_workers), progress=False, force=ctx.forced)
+                             workers=max(1, ctx.cfg.data.num_workers), progress=True, force=ctx.forced)
     if summary.replaced:
         ctx.log(summary.replaced)
     if summary.failures:
