@@ -8,6 +8,7 @@ the teacher is the *trained* MFM TRX head, loaded and in eval mode, applied unde
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +35,25 @@ def load_teacher_head(ctx: StageContext) -> torch.nn.Module:
     return teacher
 
 
+def teacher_source(ctx: StageContext) -> tuple[torch.nn.Module, Path]:
+    """The frozen teacher head and the folder of the features it scores: the pipeline's
+    ``fuse``/``mm_features`` stages, or the released files of ``teacher.features`` (their
+    head from ``teacher.checkpoint``), checked for every train video before training."""
+    if ctx.cfg.teacher.features is None:
+        return load_teacher_head(ctx), ctx.nodes["mm_features"].files.features
+    from mkdcore.convert.released import check_features, checkpoint_file, teacher_files, teacher_head
+    from mkdcore.stages.dataset import split_of
+
+    features, checkpoint = teacher_files(ctx.cfg)
+    checkpoint = checkpoint_file(checkpoint)
+    teacher = teacher_head(checkpoint, ctx.cfg.data.frames, ctx.device)
+    # the width a head with weights was built for (heads are plugins: ``in_dim`` is their documented option)
+    dim = getattr(teacher.head, "in_dim", None) if any(True for _ in teacher.head.parameters()) else None
+    checked = check_features(features, split_of(ctx.cfg, "train").keys(), ctx.cfg.data.frames, dim)
+    ctx.log(f"teacher: {checkpoint} on {checked} released train features in {features}")
+    return teacher, features
+
+
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
     variant = ctx.node.params["variant"]
@@ -44,8 +64,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     # the distiller scales its terms by the accumulation the engine really uses
     dist_c = with_pipeline_options("distiller", spec["distiller"], tasks_per_batch=cfg.training.tasks_per_batch)
     distiller = api.create("distiller", dist_c.name, **dist_c.options)
-    teacher = load_teacher_head(ctx) if needs_teacher(dist_c) else None
-    store = ctx.nodes["mm_features"].files.features if teacher is not None else None
+    teacher, store = teacher_source(ctx) if needs_teacher(dist_c) else (None, None)
 
     def loss_fn(batch: dict[str, Any], out: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         t_out = None
