@@ -128,6 +128,20 @@ class TeacherConfig(Section):
     pretrained: dict[str, Path] = Field(default_factory=dict, description="modality -> local weights file")
     training: TrainingConfig = Field(default_factory=lambda: TrainingConfig(lr=3e-4, tasks=70020))
     query_train: int | None = Field(4, description="queries per class in teacher training (original: 4)")
+    features: Path | None = Field(None, description="released teacher features, <class>/<video> .npy of (T, D) or (1, T, D) "
+                                  "(the authors' feature/mm_features or rgb_features; relative: under data.root): students distil "
+                                  "from them and no derive, teacher or fuse stage runs (docs/reproducing-the-paper.md)")
+    checkpoint: Path | None = Field(None, description="with features: the teacher whose frozen head scores them: a model folder "
+                                    "(mkd convert), the original checkpoint<N>.pt, or a folder holding one (relative: under data.root)")
+
+    @model_validator(mode="after")
+    def _features_need_their_head(self) -> "TeacherConfig":
+        """Stored features without the head that scores them would distil from a random head
+        (the original's bug, spec 8); a checkpoint alone has nothing to score."""
+        if (self.features is None) != (self.checkpoint is None):
+            given, other = ("features", "checkpoint") if self.checkpoint is None else ("checkpoint", "features")
+            raise ValueError(f"teacher.{given} needs teacher.{other} too (the released features and the teacher whose head scores them)")
+        return self
 
 
 class FusionConfig(Section):

@@ -9,7 +9,10 @@
 
 (``rgb`` has no derive stage; ``evaluate`` reads every teacher's features, the fused
 features and every student. Teacher stages exist only when a student's distiller
-declares ``needs_teacher``.)
+declares ``needs_teacher``, and not at all when ``teacher.features`` names released
+teacher features: then ``data ─▶ student:<variant> ─▶ evaluate ─▶ report``, the student's
+key holds the features' and checkpoint's paths and its probe their files
+(:mod:`mkdcore.convert.released`), so replacing them makes it stale.)
 
 A key hashes exactly what the stage reads (its config sections and its inputs' keys).
 """
@@ -61,7 +64,9 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
 
     variants = student_variants(cfg)
     # teacher stages exist only for a student whose distiller declared it reads a teacher
-    teachers_needed = any(needs_teacher(spec["distiller"]) for spec in variants.values())
+    # ... and not when the teacher's features come from files (the released ones)
+    released = cfg.teacher.features is not None
+    teachers_needed = not released and any(needs_teacher(spec["distiller"]) for spec in variants.values())
     feature_nodes = []
     for m in cfg.modalities.names if teachers_needed else []:
         deps = ["data"]
@@ -97,7 +102,8 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
 
     student_nodes = []
     for variant, spec in variants.items():
-        deps = ["data"] + (["mm_features"] if needs_teacher(spec["distiller"]) else [])
+        reads_teacher = needs_teacher(spec["distiller"])
+        deps = ["data"] + (["mm_features"] if reads_teacher and not released else [])
         payload = {"pixels": pixels, "way": ep.way, "shot": ep.shot, "query": ep.query_train,
                    "backbone": _dump(spec["backbone"]), "head": _dump(cfg.student.head),
                    "pretrained": str(cfg.student.pretrained) if cfg.student.pretrained else None,
@@ -105,7 +111,16 @@ def plan(cfg: ExperimentConfig) -> list[StageNode]:
                    "val": {"query": ep.query_test}}
         components = [("backbone", spec["backbone"].name), ("head", cfg.student.head.name),
                       ("distiller", spec["distiller"].name)]
-        student_nodes.append(add(f"student:{variant}", "student", payload, deps, components=components,
+        probe = None
+        if reads_teacher and released:
+            from mkdcore.convert.released import teacher_files
+
+            features, checkpoint = teacher_files(cfg)
+            files = {"features": str(features), "checkpoint": str(checkpoint)}
+            payload["teacher_files"] = files
+            probe = {"kind": "teacher_files", "args": files,
+                     "changed": f"the teacher files changed ({features} or {checkpoint})"}
+        student_nodes.append(add(f"student:{variant}", "student", payload, deps, components=components, probe=probe,
                                  variant=variant).name)
 
     e = cfg.evaluation

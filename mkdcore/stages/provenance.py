@@ -154,6 +154,15 @@ def derived_fingerprint(args: dict[str, Any]) -> str:
     return "<no stamp>" if stamp is None else f"{stamp.get('digest')}:{stamp.get('run')}:{stamp.get('complete')}"
 
 
+@probe("teacher_files")
+def teacher_files_fingerprint(args: dict[str, Any]) -> str:
+    """Released teacher features and checkpoint a student distils from
+    (:func:`mkdcore.convert.released.fingerprint`)."""
+    from mkdcore.convert.released import fingerprint
+
+    return fingerprint(args)
+
+
 def run_probe(spec: dict[str, Any] | None) -> str | None:
     if not spec:
         return None
