@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from mkdcore.cli.options import config_overrides
+
+if TYPE_CHECKING:
+    from mkdcore.config import ExperimentConfig
 
 
 @click.command()
@@ -14,17 +18,36 @@ from mkdcore.cli.options import config_overrides
 @click.option("--stages", default="", help="Comma-separated stages or kinds to run (with their dependencies); default: all.")
 @click.option("--force", default="", help="Comma-separated stages or kinds to redo even if finished.")
 @click.option("--list", "list_only", is_flag=True, help="Print the stage DAG with keys and status, run nothing.")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
+              help="Run the grid over these values one after another, as one group (repeatable; "
+                   "list values as KEY=[2],[2,3]); members share the stages they have in common.")
 @config_overrides
-def run(config_file: Path, stages: str, force: str, list_only: bool, overrides: tuple[str, ...]) -> None:
+def run(config_file: Path, stages: str, force: str, list_only: bool, sweeps: tuple[str, ...],
+        overrides: tuple[str, ...]) -> None:
     """Run the experiment's stages in-process; finished stages are skipped, an
-    interrupted stage resumes from its last checkpoint."""
-    from mkdcore.config import load_config
+    interrupted stage resumes from its last checkpoint. With --sweep, every grid point
+    reports into runs/<name>-<label>/ (the labels of `mkd submit --sweep`), tagged with
+    the config's group (default: its name) for `mkd results`."""
+    from mkdcore.sweep import load_members, member_config
+
+    members = load_members(config_file, list(overrides), list(sweeps))
+    group = (members[0].cfg.group or members[0].cfg.name) if sweeps else None
+    for i, member in enumerate(members, 1):
+        if member.label:
+            click.echo(f"[sweep] {member.cfg.name}[{member.label}] ({i}/{len(members)}) -> "
+                       f"{Path(member.cfg.runtime.runs_dir) / member.run_name}", err=True)
+        _run_one(member_config(member, group), config_file, stages, force, list_only)
+    if group is not None and not list_only:
+        click.echo(f"compare: mkd results {members[0].cfg.runtime.runs_dir} --group {group}", err=True)
+
+
+def _run_one(cfg: ExperimentConfig, config_file: Path, stages: str, force: str, list_only: bool) -> None:
+    """One experiment: list its DAG, or run it and print its table."""
     from mkdcore.engine import Terminated
     from mkdcore.errors import TERMINATED_EXIT_CODE
     from mkdcore.stages.dag import plan
     from mkdcore.stages.runner import run_experiment
 
-    cfg = load_config(config_file, overrides)
     if list_only:
         nodes = plan(cfg)
         by_name, memo = {n.name: n for n in nodes}, {}
