@@ -141,3 +141,21 @@ def test_a_folder_of_several_checkpoints_asks_which(tmp_path) -> None:
     with pytest.raises(Exception, match="holds a student model, not a teacher"):
         teacher_head(student, FRAMES)
     assert DataError  # imported for the one-line errors above (MkdError subclasses)
+
+
+def test_the_seed_layout_works_with_a_two_line_config(tmp_path) -> None:
+    """`base:` a paper config and the released base, plus `data.root`: the paper's
+    student, no teacher stage, the released files found under the root."""
+    from mkdcore.config import load_config
+    from mkdcore.convert.released import teacher_files
+
+    paper = Path(__file__).resolve().parents[1] / "configs" / "paper"
+    (tmp_path / "mine.yaml").write_text(
+        f"base: [{paper / 'ucf101_resnet18.yaml'}, {paper / 'base' / 'released.yaml'}]\n"
+        f"data: {{root: {tmp_path / 'data' / 'ucf'}}}\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert not {n.kind for n in plan(cfg)} & TEACHER_KINDS
+    assert cfg.student.backbone.name == "resnet18" and cfg.training.tasks == 70010
+    features, checkpoint = teacher_files(cfg)
+    assert features == tmp_path / "data" / "ucf" / "feature" / "mm_features"
+    assert checkpoint == tmp_path / "data" / "ucf" / "teacher_model"
