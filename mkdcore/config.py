@@ -111,7 +111,7 @@ class TrainingConfig(Section):
     tasks: int = Field(1000, ge=1, description="training episodes (tasks)")
     tasks_per_batch: int = Field(16, ge=1, description="episodes accumulated per optimiser step")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-    amp: Literal["none", "bf16", "fp16"] = Field("none", description="autocast on CUDA; fp16 uses a GradScaler")
+    amp: Literal["auto", "none", "bf16", "fp16"] = Field("auto", description="autocast on CUDA (auto: bf16 on CUDA, fp32 on CPU); fp16 uses a GradScaler")
     grad_clip: float | None = Field(None, gt=0)
     checkpoint_every: int = Field(500, ge=1, description="tasks between checkpoints")
     val_every: int = Field(500, ge=1, description="tasks between validations (val split)")
@@ -178,7 +178,9 @@ class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     runs_dir: Path = Path("runs")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
-    channels_last: bool = False
+    channels_last: bool | Literal["auto"] = Field("auto", description="NHWC images for CNN trunks (auto: on; mkdcore/speed.py)")
+    malloc: Literal["default", "tuned"] = Field("tuned", description="glibc allocator: tuned reuses large blocks (mkdcore/speed.py)")
+    compile: bool = Field(False, description="torch.compile the trained model (pays off over long stages)")
 
 
 class LoggingConfig(Section):

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
+from mkdcore import speed
 from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
 from mkdcore.fileio import (
@@ -194,7 +195,7 @@ class EpisodicTrainer:
         params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp) if device.type == "cuda" else None
+        self.amp_dtype = speed.amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
 
     # ---------------------------------------------------------------- checkpoints

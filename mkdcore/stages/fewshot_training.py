@@ -14,6 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mkdcore import speed
 from mkdcore.config import TrainingConfig
 from mkdcore.data.episodes import EpisodeSampler
 from mkdcore.data.features import FeatureStore
@@ -59,8 +60,7 @@ def train_on_frames(
     )
     batches = OrderedEpisodes(dataset, cfg.data.num_workers, ctx.device)
     model.to(ctx.device)
-    if cfg.runtime.channels_last and ctx.device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    speed.prepare_model(model, speed.wants_channels_last(cfg.runtime.channels_last, ctx.device), cfg.runtime.compile)
 
     def step(task: int, m: torch.nn.Module) -> StepOutput:
         batch = to_device(batches.get(task), ctx.device)

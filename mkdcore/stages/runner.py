@@ -104,12 +104,10 @@ def run_experiment(
     """Run the selected stages (and their dependencies) in DAG order.
 
     Returns the plan's nodes by name and the names of the stages that ran (not skipped)."""
-    import torch
-
+    from mkdcore import speed
     from mkdcore.device import resolve_device
 
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
+    speed.apply_process_settings(cfg.runtime.threads, cfg.runtime.malloc)
     device = resolve_device(cfg.runtime.device)
     nodes = plan(cfg)
     by_name = {n.name: n for n in nodes}
