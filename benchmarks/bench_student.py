@@ -3,6 +3,8 @@ evaluation episodes/s, for one experiment config. Run on demand from the repo ro
 
     .venv/bin/python benchmarks/bench_student.py [--config configs/quickstart.yaml] [--set KEY=VALUE ...]
         [--tasks 16] [--workers 0,1,2] [--eval-episodes 300] [--with-teacher] [--out bench.json]
+    .venv/bin/python benchmarks/bench_student.py --compare plain [--models student,teacher,mfm]
+        [--backbones resnet18,...] [--sizes 112,224] [--tasks 6] [--threads 2]   (see compare_plain.py)
 
 (a) Training: the real student stage (``mkdcore.stages.student.run`` -> ``train_on_frames``
     -> ``EpisodicTrainer``: FewShotModel forward, distiller loss, backward, optimiser step)
@@ -365,4 +367,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:3] == ["--compare", "plain"]:  # mkd vs plain PyTorch, side by side (compare_plain.py)
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import compare_plain
+
+        compare_plain.main(sys.argv[3:])
+    else:
+        main()
