@@ -177,10 +177,11 @@ class EvaluationConfig(Section):
 class RuntimeConfig(Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     runs_dir: Path = Path("runs")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's)")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's; per rank with devices > 1: cores / devices)")
     channels_last: bool | Literal["auto"] = Field("auto", description="NHWC images for CNN trunks (auto: on; mkdcore/speed.py)")
     malloc: Literal["default", "tuned"] = Field("tuned", description="glibc allocator: tuned reuses large blocks (mkdcore/speed.py)")
     compile: bool = Field(False, description="torch.compile the trained model (pays off over long stages)")
+    devices: int = Field(1, ge=1, description="ranks a training or evaluate stage runs on (torch.distributed; docs/distributed.md)")
 
 
 class LoggingConfig(Section):
@@ -227,6 +228,20 @@ class ExperimentConfig(Section):
             return experiment_name(v, info.field_name or "name")
         except UnsafeNameError as exc:
             raise ValueError(str(exc)) from None
+
+    @field_validator("runtime")
+    @classmethod
+    def _steps_split_over_devices(cls, v: RuntimeConfig, info: ValidationInfo) -> RuntimeConfig:
+        """The tasks of one optimiser step are split evenly over ``runtime.devices`` ranks."""
+        d = info.data  # the sections declared before runtime that validated
+        sections = {"teacher.training": d["teacher"].training if "teacher" in d else None,
+                    "fusion.training": d["fusion"].training if "fusion" in d else None,
+                    "training": d.get("training")}
+        for name, t in sections.items():
+            if t is not None and t.tasks_per_batch % v.devices:
+                raise ValueError(f"devices = {v.devices} does not divide {name}.tasks_per_batch = {t.tasks_per_batch} "
+                                 f"(each rank runs an equal share of an optimiser step's tasks)")
+        return v
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(_dump(self), sort_keys=False)

@@ -22,6 +22,7 @@ import datetime
 import importlib
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import traceback
 from dataclasses import dataclass, replace
@@ -263,6 +264,12 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     _term_pending = True
 
 
+def _report(conn: multiprocessing.connection.Connection, message: tuple[str, Any]) -> None:
+    """Plain pickle, not torch's shared-memory reductions: the parent reads the message
+    after this process has exited."""
+    conn.send_bytes(pickle.dumps(message))
+
+
 def _rank_main(rank: int, world: int, port: int, device_type: str, threads: int, fn: Callable[..., Any],
                args: tuple[Any, ...], conn: multiprocessing.connection.Connection) -> None:
     """One rank: join the group, run ``fn(*args)``, report to the parent, leave."""
@@ -282,13 +289,13 @@ def _rank_main(rank: int, world: int, port: int, device_type: str, threads: int,
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo", store=store, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(minutes=30))
         result = fn(*args)
-        conn.send(("ok", result if rank == 0 else None))
+        _report(conn, ("ok", result if rank == 0 else None))
     except Terminated as exc:
-        conn.send(("terminated", str(exc)))
+        _report(conn, ("terminated", str(exc)))
     except MkdError as exc:
-        conn.send(("error", exc))
+        _report(conn, ("error", exc))
     except BaseException as exc:  # a bug: the parent re-raises it with this traceback
-        conn.send(("crash", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))))
+        _report(conn, ("crash", f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))))
     finally:
         conn.close()
         if dist.is_initialized():
@@ -313,21 +320,14 @@ def launch(fn: Callable[..., T], args: tuple[Any, ...], world: int, device: "tor
         threads = max(1, len(os.sched_getaffinity(0)) // world)
     ctx = mp.get_context("spawn")
     store = dist.TCPStore("127.0.0.1", 0, None, True, datetime.timedelta(minutes=5), wait_for_workers=False)
-    procs, conns = [], []
-    for rank in range(world):
-        parent_end, child_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_rank_main, name=f"mkd-rank{rank}",
-                        args=(rank, world, store.port, device.type, threads, fn, args, child_end))
-        p.start()
-        child_end.close()
-        procs.append(p)
-        conns.append(parent_end)
+    procs: list[Any] = []
+    conns: list[Any] = []
     terminated = {"flag": False}
 
     def forward(signum: int, frame: Any) -> None:
         terminated["flag"] = True
         for p in procs:
-            if p.is_alive() and p.pid is not None:
+            if p.pid is not None and p.exitcode is None:
                 os.kill(p.pid, signal.SIGTERM)
 
     try:
@@ -336,6 +336,14 @@ def launch(fn: Callable[..., T], args: tuple[Any, ...], world: int, device: "tor
         previous = None
     reports: dict[int, tuple[str, Any]] = {}
     try:
+        for rank in range(world):
+            parent_end, child_end = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_rank_main, name=f"mkd-rank{rank}",
+                            args=(rank, world, store.port, device.type, threads, fn, args, child_end))
+            p.start()
+            child_end.close()
+            procs.append(p)
+            conns.append(parent_end)
         reports = _collect(procs, conns)
     finally:
         if previous is not None:
@@ -366,7 +374,7 @@ def _collect(procs: list[Any], conns: list[Any]) -> dict[int, tuple[str, Any]]:
         for r in list(alive):
             if r not in reports and conns[r] in ready:
                 try:
-                    reports[r] = conns[r].recv()
+                    reports[r] = pickle.loads(conns[r].recv_bytes())
                 except (EOFError, OSError):
                     reports[r] = ("died", None)
             if procs[r].sentinel in ready:
@@ -411,12 +419,12 @@ def _stage_entry(ctx: "StageContext", target: str) -> dict[str, Any]:
     return fn(replace(ctx, device=rank_device(ctx.device, current().rank)))
 
 
-def run_stage(ctx: "StageContext", target: str) -> dict[str, Any]:
-    """Run the stage function ``target`` (``"module:function"``) on ``runtime.devices``
-    ranks when the stage is a training or evaluation stage, else in this process."""
+def run_stage(ctx: "StageContext", target: str, here: Callable[["StageContext"], dict[str, Any]]) -> dict[str, Any]:
+    """Run a stage on ``runtime.devices`` ranks, each importing the stage function
+    ``target`` (``"module:function"``), when it is a training or evaluation stage; else
+    ``here(ctx)`` (the same function) in this process."""
     devices = ctx.cfg.runtime.devices
     if devices <= 1 or ctx.node.kind not in RANKED_KINDS:
-        module, _, attr = target.partition(":")
-        return getattr(importlib.import_module(module), attr)(ctx)
+        return here(ctx)
     check_devices(ctx.device, devices)
     return launch(_stage_entry, (ctx, target), devices, ctx.device, ctx.cfg.runtime.threads)

@@ -8,9 +8,16 @@ the same steps and logs the same metrics as an uninterrupted one with the same s
 episode ``i`` depends only on ``(seed, i)`` (see :func:`task_seed`), never on how many
 tasks ran in this process.
 
+Randomness inside the model (dropout) is reseeded per task from ``(seed, task)`` too,
+so a task computes the same whichever process runs it: on N ranks
+(:mod:`mkdcore.distributed`) each rank runs its contiguous share of a step's tasks, the
+gradients are summed over the ranks once per step (the same sum one process
+accumulates), BatchNorm running statistics are combined in task order, and rank 0 alone
+writes checkpoints, metrics and progress.
+
 Safety: a non-finite loss stops training with :class:`TrainingError` and leaves the
 last good checkpoint in place; SIGTERM (e.g. ``mkd cancel``) writes a checkpoint at
-the next task boundary and the command exits with
+the next optimiser-step boundary and the command exits with
 :data:`mkdcore.errors.TERMINATED_EXIT_CODE` (143).
 """
 
@@ -29,7 +36,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from mkdcore import speed
+from mkdcore import distributed, speed
 from mkdcore.config import TrainingConfig
 from mkdcore.errors import TrainingError
 from mkdcore.fileio import (
@@ -46,6 +53,10 @@ from mkdcore.tracking import Loggers, default_loggers
 def task_seed(seed: int, task: int, stream: int = 0) -> int:
     """A seed for task ``task`` that does not depend on process history."""
     return int(np.random.SeedSequence([seed, stream, task]).generate_state(1)[0])
+
+
+#: ``task_seed`` stream of the torch generator reseeded before each task's forward
+MODEL_RNG_STREAM = 7
 
 
 def build_optimizer(params, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -140,6 +151,7 @@ class _Terminator:
         self._previous: Any = None
 
     def __enter__(self) -> "_Terminator":
+        self.requested = distributed.term_pending()  # a rank cancelled while it started
         try:
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread (e.g. tests driving the engine in a thread)
@@ -158,13 +170,54 @@ class Terminated(Exception):
     """Raised after a checkpoint was written because SIGTERM arrived."""
 
 
+class SilentProgress(ProgressReporter):
+    """The progress of a rank other than 0: nothing shown, printed or written."""
+
+    def start(self, done: int = 0) -> None:
+        pass
+
+    def update(self, step: int, **fields: Any) -> None:
+        pass
+
+    def event(self, name: str, step: int | None = None, **fields: Any) -> None:
+        pass
+
+    def finish(self, step: int) -> None:
+        pass
+
+
+@dataclass
+class _LogWindow:
+    """The tasks since the last metrics record; checkpointed, so a record whose window
+    spans a checkpoint is the same after a resume."""
+
+    sums: dict[str, float] = field(default_factory=dict)
+    n: int = 0
+    correct: int = 0
+    total: int = 0
+
+
+@dataclass
+class _TaskRecord:
+    """What the loop keeps of one task for logging (gathered from every rank)."""
+
+    task: int
+    loss: float
+    terms: dict[str, float]
+    correct: int
+    total: int
+
+
 class EpisodicTrainer:
     """Train ``model`` on episodes with the recipe in ``cfg``.
 
     ``step_fn(task_index, model) -> StepOutput`` runs one episode forward (the caller
     builds the episode from ``task_seed(cfg.seed, task_index)``); ``validate_fn(model)
     -> float`` returns validation accuracy on the *val* split (model selection never
-    looks at the test split).
+    looks at the test split). Inside a process group (:mod:`mkdcore.distributed`) every
+    rank calls ``train()``; ``step_fn`` is then called for this rank's tasks only
+    (:func:`mkdcore.distributed.rank_tasks`) and ``validate_fn`` on every rank (it shards
+    and gathers itself and returns the same number everywhere).
     """
 
     def __init__(
@@ -182,13 +235,18 @@ class EpisodicTrainer:
     ) -> None:
         self.model = model
         self.cfg = cfg
+        self.ranks = distributed.current()
+        distributed.check_divisible(cfg.tasks_per_batch, self.ranks.world, "tasks_per_batch")
         self.files = StageDir(Path(stage_dir))
-        self.files.checkpoints.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(self.files.checkpoints)  # left by a run killed mid-save
+        if self.ranks.main:
+            self.files.checkpoints.mkdir(parents=True, exist_ok=True)
+            clean_stale_temps(self.files.checkpoints)  # left by a run killed mid-save
         self.metrics_path = self.files.metrics
         self.device = device
         self.step_fn = step_fn
         self.validate_fn = validate_fn
+        if not self.ranks.main:  # rank 0 alone reports
+            progress = SilentProgress(stage_name, total=cfg.tasks)
         self.progress = progress or ProgressReporter(stage_name, total=cfg.tasks)
         self.stage_name = stage_name
         self.loggers = loggers or default_loggers(stage_name, self.files.path)  # metrics.jsonl, TensorBoard...
@@ -197,6 +255,7 @@ class EpisodicTrainer:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.amp_dtype = speed.amp_dtype(cfg.amp, device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
+        self.window = _LogWindow()
 
     # ---------------------------------------------------------------- checkpoints
     def _state(self, task: int, step: int, best: tuple[float | None, int | None]) -> dict[str, Any]:
@@ -210,6 +269,8 @@ class EpisodicTrainer:
             "rng": _rng_to_tensors(rng_state()),
             "best_val": best[0],
             "best_task": best[1],
+            "log_window": {"sums": dict(self.window.sums), "n": self.window.n, "correct": self.window.correct,
+                           "total": self.window.total},
         }
 
     def save(self, task: int, step: int, best: tuple[float | None, int | None]) -> None:
@@ -220,8 +281,9 @@ class EpisodicTrainer:
         if not path.exists():
             # killed before the first checkpoint: whatever was logged or selected belongs
             # to a run that will be redone from task 0
-            self.metrics_path.unlink(missing_ok=True)
-            self.files.best_checkpoint.unlink(missing_ok=True)
+            if self.ranks.main:
+                self.metrics_path.unlink(missing_ok=True)
+                self.files.best_checkpoint.unlink(missing_ok=True)
             return 0, 0, (None, None)
         state = load_checkpoint(path)
         try:
@@ -234,8 +296,11 @@ class EpisodicTrainer:
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(_rng_from_tensors(state["rng"]))
-        self._truncate_metrics(state["task"])
-        self._drop_newer_best(state["best_task"])
+        if "log_window" in state:  # checkpoints before issue 16 have none (their window restarts)
+            self.window = _LogWindow(**state["log_window"])
+        if self.ranks.main:
+            self._truncate_metrics(state["task"])
+            self._drop_newer_best(state["best_task"])
         return state["task"], state["step"], (state["best_val"], state["best_task"])
 
     def _drop_newer_best(self, best_task: int | None) -> None:
@@ -282,66 +347,105 @@ class EpisodicTrainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def _run_tasks(self, tasks: range, step: int) -> tuple[list[_TaskRecord], tuple[int, float] | None]:
+        """Forward and backward of ``tasks`` (this rank's share of one step); stops at a
+        non-finite loss and returns it as ``(task, loss)`` instead of backpropagating it."""
+        records = []
+        for t in tasks:
+            self._set_lr(t, step)
+            torch.manual_seed(task_seed(self.cfg.seed, t, MODEL_RNG_STREAM))  # dropout: a pure function of the task
+            autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
+            with autocast:
+                out = self.step_fn(t, self.model)
+            loss = out.loss
+            if not torch.isfinite(loss.detach()).all():
+                return records, (t, loss.item())
+            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            records.append(_TaskRecord(t, float(loss.detach()), {k: float(v) for k, v in out.terms.items()},
+                                       out.correct, out.total))
+        return records, None
+
+    def _gather(self, records: list[_TaskRecord], bad: tuple[int, float] | None,
+                stop: bool) -> tuple[list[_TaskRecord], tuple[int, float] | None, bool]:
+        """Every rank's task records (task order), the first non-finite loss, and whether
+        any rank was asked to stop: the same decisions on every rank."""
+        if self.ranks.world == 1:
+            return records, bad, stop
+        parts = distributed.gather_objects((records, bad, stop))
+        all_records = sorted((r for part in parts for r in part[0]), key=lambda r: r.task)
+        bads = [part[1] for part in parts if part[1] is not None]
+        return all_records, min(bads) if bads else None, any(part[2] for part in parts)
+
     def train(self) -> TrainResult:
         cfg = self.cfg
         seed_everything(cfg.seed)
         task, step, best = self._resume()
+        distributed.broadcast_module(self.model)
         resumed_from = task
         if task >= cfg.tasks:
             return TrainResult(task, step, best[0], best[1], resumed_from, 0.0)
+        main = self.ranks.main
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
-        window: dict[str, float] = {}
-        window_n = 0
-        correct = total = 0
         self.progress.start(done=task)
-        self.loggers.start(resumed_from=task)
+        if main:
+            self.loggers.start(resumed_from=task)
         with _Terminator() as term:
             while task < cfg.tasks:
-                lr = self._set_lr(task, step)
-                autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp_dtype else nullcontext()
-                with autocast:
-                    out = self.step_fn(task, self.model)
-                loss = out.loss
-                if not torch.isfinite(loss.detach()).all():
+                tasks = distributed.step_tasks(task, cfg.tasks, cfg.tasks_per_batch)
+                mine = distributed.split_range(tasks.start, tasks.stop, self.ranks.rank, self.ranks.world)
+                bn_before = distributed.snapshot_batchnorm(self.model) if self.ranks.world > 1 else []
+                records, bad, stop = self._gather(*self._run_tasks(mine, step), term.requested)
+                if bad is not None:
                     raise TrainingError(
-                        f"{self.stage_name}: loss is {loss.item()} at task {task + 1}; stopped, the last good "
+                        f"{self.stage_name}: loss is {bad[1]} at task {bad[0] + 1}; stopped, the last good "
                         f"checkpoint is {self.files.last_checkpoint} (lower training.lr or set training.grad_clip)"
                     )
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
-                task += 1
-                for k, v in {"loss": float(loss.detach()), **out.terms}.items():
-                    window[k] = window.get(k, 0.0) + float(v)
-                window_n += 1
-                correct += out.correct
-                total += out.total
-                boundary = task % cfg.tasks_per_batch == 0 or task == cfg.tasks
-                if boundary:
-                    self._optimizer_step()
-                    step += 1
-                if task % cfg.log_every == 0 or task == cfg.tasks:
-                    record = {"task": task, "step": step, "lr": lr, **{k: v / window_n for k, v in window.items()}}
-                    if total:
-                        record["train_acc"] = correct / total
-                    self._log(record)
-                    self.progress.update(task, loss=record["loss"])
-                    window, window_n, correct, total = {}, 0, 0, 0
-                if self.validate_fn and boundary and _crossed(task, cfg.val_every, cfg.tasks_per_batch, cfg.tasks):
+                distributed.all_reduce_grads(p for g in self.optimizer.param_groups for p in g["params"])
+                distributed.sync_batchnorm(self.model, bn_before)
+                lr_of = {r.task: self.base_lrs[0] * lr_factor(cfg, r.task, step) for r in records}
+                self._set_lr(tasks[-1], step)  # the step uses the rate of its last task, as one process does
+                self._optimizer_step()
+                step_before, step = step, step + 1
+                w = self.window
+                for r in records:
+                    done = r.task + 1
+                    for k, v in {"loss": r.loss, **r.terms}.items():
+                        w.sums[k] = w.sums.get(k, 0.0) + v
+                    w.n += 1
+                    w.correct += r.correct
+                    w.total += r.total
+                    if done % cfg.log_every == 0 or done == cfg.tasks:
+                        record = {"task": done, "step": step if done == tasks.stop else step_before, "lr": lr_of[r.task],
+                                  **{k: v / w.n for k, v in w.sums.items()}}
+                        if w.total:
+                            record["train_acc"] = w.correct / w.total
+                        if main:
+                            self._log(record)
+                            self.progress.update(done, loss=record["loss"])
+                        w = self.window = _LogWindow()
+                task = tasks.stop
+                if self.validate_fn and _crossed(task, cfg.val_every, cfg.tasks_per_batch, cfg.tasks):
                     acc = self.validate_fn(self.model)
                     self.model.train()
-                    self._log({"task": task, "step": step, "val_acc": acc})
-                    self.progress.update(task, val_acc=acc)
+                    if main:
+                        self._log({"task": task, "step": step, "val_acc": acc})
+                        self.progress.update(task, val_acc=acc)
                     if best[0] is None or acc > best[0]:
                         best = (acc, task)
-                        save_atomic({"task": task, "model": self.model.state_dict(), "val_acc": acc}, self.files.best_checkpoint)
-                if boundary and (_crossed(task, cfg.checkpoint_every, cfg.tasks_per_batch, cfg.tasks) or term.requested):
-                    self.save(task, step, best)
-                    if term.requested:
+                        if main:
+                            save_atomic({"task": task, "model": self.model.state_dict(), "val_acc": acc},
+                                        self.files.best_checkpoint)
+                if _crossed(task, cfg.checkpoint_every, cfg.tasks_per_batch, cfg.tasks) or stop:
+                    if main:
+                        self.save(task, step, best)
+                    if stop:
                         self.progress.event("terminated", task)
                         self.loggers.finish("terminated")
                         raise Terminated(f"{self.stage_name}: stopped by SIGTERM at task {task}, checkpoint saved")
-        self.save(task, step, best)
+        if main:
+            self.save(task, step, best)
         self.progress.finish(task)
         return TrainResult(task, step, best[0], best[1], resumed_from, time.perf_counter() - start)
 

@@ -18,11 +18,13 @@ if TYPE_CHECKING:
 @click.option("--stages", default="", help="Comma-separated stages or kinds to run (with their dependencies); default: all.")
 @click.option("--force", default="", help="Comma-separated stages or kinds to redo even if finished.")
 @click.option("--list", "list_only", is_flag=True, help="Print the stage DAG with keys and status, run nothing.")
+@click.option("--devices", type=click.IntRange(min=1), default=None,
+              help="Run training and evaluate stages on N devices (ranks); same as --set runtime.devices=N.")
 @click.option("--sweep", "sweeps", multiple=True, metavar="KEY=V1,V2",
               help="Run the grid over these values one after another, as one group (repeatable; "
                    "list values as KEY=[2],[2,3]); members share the stages they have in common.")
 @config_overrides
-def run(config_file: Path, stages: str, force: str, list_only: bool, sweeps: tuple[str, ...],
+def run(config_file: Path, stages: str, force: str, list_only: bool, devices: int | None, sweeps: tuple[str, ...],
         overrides: tuple[str, ...]) -> None:
     """Run the experiment's stages in-process; finished stages are skipped, an
     interrupted stage resumes from its last checkpoint. With --sweep, every grid point
@@ -30,6 +32,8 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, sweeps: tup
     the config's group (default: its name) for `mkd results`."""
     from mkdcore.sweep import load_members, member_config
 
+    if devices is not None:
+        overrides = (*overrides, f"runtime.devices={devices}")
     members = load_members(config_file, list(overrides), list(sweeps))
     group = (members[0].cfg.group or members[0].cfg.name) if sweeps else None
     for i, member in enumerate(members, 1):

@@ -5,12 +5,16 @@ Models: each per-modality teacher (its head on its stored features), the MFM tea
 frames, cached per video in eval mode, then the shared head per episode, branch logits
 summed). Episodes come from ``evaluation.episodes_file`` (frozen) or a seeded sampler.
 Accuracy is the mean per-episode accuracy (%), with a 95% interval 1.96 std/sqrt(N).
+On N ranks (``runtime.devices``) each rank scores its contiguous share of the episodes
+(reading only their videos) and the per-episode results are gathered in episode order,
+so the numbers are those of one process; rank 0 alone writes.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from mkdcore import distributed
 from mkdcore.data.episodes import EpisodeSampler, load_episodes
 from mkdcore.errors import DataError
 from mkdcore.fileio import atomic_write_json
@@ -19,6 +23,7 @@ from mkdcore.stages.base import StageContext
 from mkdcore.stages.cost import fewshot_cost, mfm_teacher_cost
 from mkdcore.stages.dataset import episode_keys, layout_of, split_of, transform_of
 from mkdcore.stages.scoring import (
+    EpisodeScores,
     branch_logits,
     feature_caches_for,
     score_episodes,
@@ -40,14 +45,20 @@ def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
 
 def run(ctx: StageContext) -> dict[str, Any]:
     cfg = ctx.cfg
-    episodes, source = test_episodes(ctx)
+    all_episodes, source = test_episodes(ctx)
+    episodes = distributed.shard(all_episodes)  # this rank's share (all of them on one rank)
     keys = episode_keys(episodes)
     results: dict[str, Any] = {}
     device = ctx.device
+    main = distributed.is_main()
     progress = ctx.progress(len(ctx.node.deps), unit="models")
-    progress.start()
+    if main:
+        progress.start()
 
-    def record(name: str, role: str, scores, cost: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    def record(name: str, role: str, scores: EpisodeScores, cost: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+        scores = EpisodeScores(*(distributed.gather_lists(x) for x in (scores.accuracies, scores.true, scores.pred)))
+        if not main:
+            return
         results[name] = {"role": role, **scores.summary(), **cost, **(extra or {})}
         progress.update(len(results), **{name: results[name]["accuracy"]})
         ctx.log(f"{name}: {results[name]['accuracy']:.2f} +- {results[name]['ci95']:.2f}")
@@ -76,10 +87,12 @@ def run(ctx: StageContext) -> dict[str, Any]:
             record(node.name, "student", scores, fewshot_cost(model, cfg),
                    {"variant": node.params["variant"], "distiller": manifest["distiller"], "backbone": spec["backbone"]})
             evaluated[node.files.model] = node.name
+    if not main:
+        return {}
     progress.finish(len(results))
     ep = cfg.episodes
     out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,
-                       "episodes": len(episodes), **source}, "models": results}
+                       "episodes": len(all_episodes), **source}, "models": results}
     atomic_write_json(ctx.files.results, out, "evaluation results")
     for folder, name in evaluated.items():  # after the results: a failed evaluation changes no card
         r = results[name]

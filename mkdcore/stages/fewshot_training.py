@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mkdcore import speed
+from mkdcore import distributed, speed
 from mkdcore.config import TrainingConfig
 from mkdcore.data.episodes import EpisodeSampler
 from mkdcore.data.features import FeatureStore
@@ -27,17 +27,33 @@ from mkdcore.tracking import stage_loggers
 
 
 def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) -> Callable[[torch.nn.Module], float]:
-    """Mean accuracy on ``training.val_episodes`` val-split episodes (cached features)."""
+    """Mean accuracy on ``training.val_episodes`` val-split episodes (cached features);
+    on N ranks each scores its share and every rank gets the mean of all."""
     cfg = ctx.cfg
-    episodes = val_episodes(cfg, training.val_episodes, which="val", seed=training.seed)
+    episodes = distributed.shard(val_episodes(cfg, training.val_episodes, which="val", seed=training.seed))
     layout, transform = layout_of(cfg), transform_of(cfg, train=False)
 
     def validate(model: torch.nn.Module) -> float:
         scores = score_on_frames(model, episodes, layout, modality, transform, cfg.data.frames, ctx.device,
                                  cfg.evaluation.batch_frames)
-        return float(np.mean(scores.accuracies))
+        return float(np.mean(distributed.gather_lists(scores.accuracies)))
 
     return validate
+
+
+class RankTasks(torch.utils.data.Dataset):
+    """Item ``p`` is training task ``tasks[p]``: the episodes this rank runs, in order, so
+    the prefetching loader reads ahead only what this rank needs (all tasks on one rank)."""
+
+    def __init__(self, dataset: EpisodeDataset, tasks: list[int]) -> None:
+        self.dataset, self.tasks, self.seed = dataset, tasks, dataset.seed
+        self.position = {t: p for p, t in enumerate(tasks)}
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __getitem__(self, p: int) -> dict[str, Any]:
+        return self.dataset[self.tasks[p]]
 
 
 def train_on_frames(
@@ -58,12 +74,13 @@ def train_on_frames(
         layout_of(cfg), None, sampler, modalities=[modality], transform=transform_of(cfg, train=True),
         feature_stores=stores, frames=cfg.data.frames, num_episodes=training.tasks, seed=training.seed,
     )
-    batches = OrderedEpisodes(dataset, cfg.data.num_workers, ctx.device)
+    mine = RankTasks(dataset, distributed.rank_tasks(training.tasks, training.tasks_per_batch, distributed.current()))
+    batches = OrderedEpisodes(mine, cfg.data.num_workers, ctx.device)  # type: ignore[arg-type]
     model.to(ctx.device)
     speed.prepare_model(model, speed.wants_channels_last(cfg.runtime.channels_last, ctx.device), cfg.runtime.compile)
 
     def step(task: int, m: torch.nn.Module) -> StepOutput:
-        batch = to_device(batches.get(task), ctx.device)
+        batch = to_device(batches.get(mine.position[task]), ctx.device)
         frames = batch["frames"][modality]
         out = m(frames["support"], batch["support_labels"], frames["query"])
         labels = batch["query_labels"]
@@ -78,5 +95,6 @@ def train_on_frames(
 
     with stage_loggers(ctx) as loggers:
         trainer = EpisodicTrainer(model, training, ctx.dir, ctx.device, step, validation_fn(ctx, modality, training),
-                                  progress=ctx.progress(training.tasks), stage_name=ctx.node.name, loggers=loggers)
+                                  progress=ctx.progress(training.tasks) if distributed.is_main() else None,
+                                  stage_name=ctx.node.name, loggers=loggers)
         return trainer.train()

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mkdcore import distributed
 from mkdcore.data.episodes import Episode, EpisodeSampler
 from mkdcore.engine import EpisodicTrainer, StepOutput, seed_everything
 from mkdcore.models.build import build, fusion_spec
@@ -66,15 +67,16 @@ def run(ctx: StageContext) -> dict[str, Any]:
         loss, ce = mfm_task_loss(logits, labels, f.training.tasks_per_batch)
         return StepOutput(loss, {"ce": ce}, int((logits.argmax(1) == labels).sum()), len(e.query))
 
-    val_eps = val_episodes(cfg, f.training.val_episodes, which="val", seed=f.training.seed)
+    val_eps = distributed.shard(val_episodes(cfg, f.training.val_episodes, which="val", seed=f.training.seed))
 
     def validate(m: torch.nn.Module) -> float:
-        m.eval()
-        return float(np.mean(score_episodes(val_eps, lambda e: logits_of(m, e)).accuracies))
+        m.eval()  # on N ranks: each scores its share, every rank gets the mean of all
+        return float(np.mean(distributed.gather_lists(score_episodes(val_eps, lambda e: logits_of(m, e)).accuracies)))
 
     with stage_loggers(ctx) as loggers:
-        result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks), stage_name=ctx.node.name,
-                                 loggers=loggers).train()
-    save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
+        result = EpisodicTrainer(model, f.training, ctx.dir, device, step, validate, progress=ctx.progress(f.training.tasks) if distributed.is_main() else None,
+                                 stage_name=ctx.node.name, loggers=loggers).train()
+    if distributed.is_main():  # rank 0 alone writes
+        save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
     return {"tasks": result.tasks, "best_val_acc": result.best_val, "best_task": result.best_task, "dim": dim,
             "params": sum(p.numel() for p in model.parameters())}

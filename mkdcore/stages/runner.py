@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from mkdcore.config import ExperimentConfig
+from mkdcore.distributed import run_stage
 from mkdcore.errors import MkdError
 from mkdcore.names import stage_name
 from mkdcore.preflight import check_experiment
@@ -104,8 +105,8 @@ def run_experiment(
     """Run the selected stages (and their dependencies) in DAG order.
 
     Returns the plan's nodes by name and the names of the stages that ran (not skipped)."""
-    from mkdcore import speed
     from mkdcore.device import resolve_device
+    from mkdcore import speed
 
     speed.apply_process_settings(cfg.runtime.threads, cfg.runtime.malloc)
     device = resolve_device(cfg.runtime.device)
@@ -136,7 +137,7 @@ def run_experiment(
             ctx = StageContext(cfg=cfg, node=node, nodes=by_name, device=device, forced=node.name in forced)
             started = time.time()
             write_started(ctx, inputs)
-            outputs = stage_function(node.kind)(ctx)
+            outputs = run_stage(ctx, STAGE_FUNCTIONS[node.kind], stage_function(node.kind))  # on runtime.devices ranks
             write_manifest(ctx, outputs, started, inputs)
         memo.pop(node.stage_dir, None)
         ran.append(node.name)

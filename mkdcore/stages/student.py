@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from mkdcore import api
+from mkdcore import api, distributed
 from mkdcore.config import student_variants
 from mkdcore.engine import seed_everything
 from mkdcore.models.build import build, student_spec, with_pipeline_options
@@ -76,7 +76,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         return terms["total"], {k: float(v.detach()) for k, v in terms.items() if k != "total"}
 
     result = train_on_frames(ctx, model, "rgb", cfg.training, cfg.episodes.query_train, loss_fn, store)
-    save_model(ctx.files.model, model, mspec, selected_weights(ctx.files))
+    if distributed.is_main():  # rank 0 alone writes
+        save_model(ctx.files.model, model, mspec, selected_weights(ctx.files))
     return {"variant": variant, "distiller": dist_c.name, "tasks": result.tasks, "steps": result.steps,
             "best_val_acc": result.best_val, "best_task": result.best_task,
             "params": sum(p.numel() for p in model.parameters())}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mkdcore import distributed
 from mkdcore.engine import seed_everything
 from mkdcore.models.build import build, teacher_spec
 from mkdcore.models.folder import save_model, selected_weights
@@ -21,6 +22,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     model, spec = build(teacher_spec(cfg, m), t.pretrained.get(m))
     spec["data"] = data_spec(cfg)
     result = train_on_frames(ctx, model, m, t.training, t.query_train or cfg.episodes.query_train)
-    save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
+    if distributed.is_main():  # rank 0 alone writes
+        save_model(ctx.files.model, model, spec, selected_weights(ctx.files))
     return {"modality": m, "tasks": result.tasks, "steps": result.steps, "best_val_acc": result.best_val,
             "best_task": result.best_task, "params": sum(p.numel() for p in model.parameters())}
