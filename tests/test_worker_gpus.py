@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -17,6 +18,7 @@ import pytest
 from mkdcore.cli.worker_cmd import worker_specs
 from mkdcore.errors import MkdError
 from mkdcore.testing import run_cli
+from tests.redis_fixtures import REPO, queue, redis_server, wait_for  # noqa: F401
 
 
 # ------------------------------------------------------------------ layout
@@ -153,3 +155,34 @@ def test_status_shows_names_verbatim_and_tries_count_retries(tmp_path, monkeypat
     assert "smoke[seed=1]" in out and "smoke[seed=2]" in out and "g[x]" in out
     row = next(line for line in out.splitlines() if "smoke[seed=1]" in line)
     assert row.rstrip(" │|").split()[-1] == "0"
+
+
+@pytest.mark.integration
+def test_a_two_device_stage_waits_for_a_two_device_worker_and_runs_there(queue):  # noqa: F811
+    """Real workers: the 1-device worker never takes the 2-device teacher; it waits on
+    ``mkd.devices2`` until a worker owning 2 devices comes up and runs it."""
+    from mkdcore.jobs.status import queue_depth
+
+    q = queue
+    one = q.start_worker("one")
+    assert one.poll() is None
+    import yaml
+
+    cfg = q.config()
+    data = yaml.safe_load(cfg.read_text())
+    data["runtime"]["devices"] = 2  # q.config() sets runtime itself
+    cfg.write_text(yaml.safe_dump(data))
+    job = q.submit(cfg)[0]
+    stage = lambda name: q.store().load(job.id).stage(name)  # noqa: E731
+    wait_for(lambda: stage("teacher:rgb").state == "queued", 90, "the teacher to be queued after the data stage")
+    assert stage("data").worker.startswith("one-") and stage("teacher:rgb").devices == 2
+    wait_for(lambda: queue_depth(q.server.url, ["mkd.devices2"]) == {"mkd.devices2": 1}, 30,
+             "the teacher's message on mkd.devices2")
+    log = open(q.root / "worker-two.log", "ab")
+    two = subprocess.Popen([sys.executable, "-m", "mkdcore.cli.main", "worker", "--cpu", "--devices-per-worker", "2",
+                            "--name", "two"], cwd=REPO, env=q.env, stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)
+    q.workers.append(two)
+    wait_for(lambda: stage("teacher:rgb").state == "succeeded", 120, "the teacher to run on worker two")
+    assert stage("teacher:rgb").worker.startswith("two-")
+    assert "teacher:rgb" not in q.worker_log("one")
