@@ -54,7 +54,7 @@ def test_exported_equals_eager(model_folder, fmt, tmp_path):
     eager = api.load_model(model_folder)
     out = tmp_path / fmt
     if fmt == "onnx":  # the command itself, once per backbone
-        code, stdout, stderr = run_cli("export", model_folder, "--format", fmt, "--way", WAY, "--shot", SHOT, "-o", out)
+        code, _stdout, stderr = run_cli("export", model_folder, "--format", fmt, "--way", WAY, "--shot", SHOT, "-o", out)
         assert code == 0, stderr
     else:
         export_model(eager, fmt, WAY, SHOT, out)

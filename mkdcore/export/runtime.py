@@ -19,8 +19,9 @@ Clips of the wrong frame count or size are one line naming the model.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

@@ -18,8 +18,9 @@ Graphs are traced in eval mode (dropout off). The folder is written whole or not
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

@@ -7,8 +7,9 @@ load. A damaged file is one line naming it and how to redo the stage that wrote 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 
@@ -23,7 +24,15 @@ from mkdcore.fileio import (
     read_torch,
 )
 from mkdcore.models.build import Spec, build
-from mkdcore.models.card import CARD, LEGACY_WEIGHTS, WEIGHTS, ModelCardError, card_of, check_plugins, make_card
+from mkdcore.models.card import (
+    CARD,
+    LEGACY_WEIGHTS,
+    WEIGHTS,
+    ModelCardError,
+    card_of,
+    check_plugins,
+    make_card,
+)
 from mkdcore.stages.stage_dir import StageDir
 
 MODEL_SPEC = CARD

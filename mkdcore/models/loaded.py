@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 
-from mkdcore.export.modules import FewShotHead, FrameEncoder, check_clips, check_features
+from mkdcore.export.modules import (
+    FewShotHead,
+    FrameEncoder,
+    check_clips,
+    check_features,
+)
 from mkdcore.models.card import ModelCardError
 
 
