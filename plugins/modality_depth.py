@@ -78,7 +78,8 @@ class Depth(Modality):
         # AdaBins predicts metres (larger = farther) whatever `output` says
         self.larger_is_nearer = o.backend != "adabins" and o.output == "disparity"
         if o.backend == "adabins":
-            from mkdcore.modalities.adabins import AdaBinsDepth  # torch and timm: only this backend needs them here
+            # torch and timm: only this backend needs them here
+            from mkdcore.modalities.adabins import AdaBinsDepth
 
             self.estimator: Any = AdaBinsDepth(o.weights, o.dataset, o.size, o.flip, o.batch_size)
         else:

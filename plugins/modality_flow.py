@@ -77,7 +77,8 @@ class Flow(Modality):
         if o.method == "raft":
             self.estimator: Any = RaftFlow(o.raft_model, o.weights, o.iters, o.batch_size)
         elif o.method == "flownet2":
-            from mkdcore.modalities.flownet2 import FlowNet2Flow  # torch: only this method needs it here
+            # torch: only this method needs it here
+            from mkdcore.modalities.flownet2 import FlowNet2Flow
 
             self.estimator = FlowNet2Flow(o.weights, o.batch_size)
         else:

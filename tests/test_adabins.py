@@ -4,9 +4,6 @@ errors, and `mkd data derive -m depth -o model=adabins` on a random official-for
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -17,13 +14,7 @@ from mkdcore import testing
 from mkdcore.errors import ConfigError
 from mkdcore.modalities import adabins as ab
 from mkdcore.modalities.checkpoints import load_strict
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "expert-networks"
-needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="expert-network manifests not in ../shared/fixtures")
-
-
-def manifest(name: str) -> dict:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
+from tests.expert_helpers import manifest, needs_fixtures, one_video, randomised
 
 
 def stored_state(m: dict, make=lambda shape, dtype: torch.empty(shape, device="meta", dtype=dtype)) -> dict:
@@ -140,30 +131,6 @@ def test_size_rule_is_a_one_line_option_error(tmp_path):
     code, _, err = testing.run_cli("data", "derive", testing.tiny_dataset(tmp_path), "-m", "depth",
                                    "-o", "model=adabins", "-o", "size=[64,64]")
     assert code == 2 and err.count("\n") == 1 and "129..500 patches" in err, err
-
-
-def randomised(net: torch.nn.Module) -> torch.nn.Module:
-    """A meta-built module on CPU with small random weights (faster than its own initialisers)."""
-    net = net.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("running_var"):
-                t.fill_(1.0)
-            elif name.endswith(("running_mean", "num_batches_tracked")):
-                t.zero_()
-            else:
-                t.normal_(0, 0.05)
-    return net
-
-
-def one_video(root: Path) -> Path:
-    """Keep one video of a tiny dataset (the network is the slow part, not the runner)."""
-    import shutil
-
-    for folder in root.glob("*_l8"):
-        for cls in sorted(p for p in folder.iterdir() if p.is_dir())[1:]:
-            shutil.rmtree(cls)
-    return root
 
 
 def test_mkd_data_derive_with_a_random_official_file(tmp_path):

@@ -59,7 +59,7 @@ def read_state_dict(path: Path, label: str, containers: Iterable[str], hint: str
 
 def strip_prefix(state: Mapping[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
     """Keys without a leading ``prefix`` (DataParallel / DistributedDataParallel saves)."""
-    return {(k[len(prefix):] if k.startswith(prefix) else k): v for k, v in state.items()}
+    return {(k.removeprefix(prefix)): v for k, v in state.items()}
 
 
 def _names(keys: list[str]) -> str:

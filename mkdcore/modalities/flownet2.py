@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mkdcore.modalities.checkpoints import any_key, load_strict, read_state_dict, strip_prefix
+from mkdcore.modalities.checkpoints import (
+    any_key,
+    load_strict,
+    read_state_dict,
+    strip_prefix,
+)
 
 #: sub-networks predict flow / 20 (2.2)
 DIV_FLOW = 20.0
@@ -65,7 +70,7 @@ def resample2d(image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     the CUDA kernel does; the output has the flow's height and width.
     """
     _, _, h_in, w_in = image.shape
-    b, _, h, w = flow.shape
+    h, w = flow.shape[-2:]
     ys = torch.arange(h, device=flow.device, dtype=flow.dtype).view(1, h, 1)
     xs = torch.arange(w, device=flow.device, dtype=flow.dtype).view(1, 1, w)
     gx = (xs + flow[:, 0]) * (2.0 / max(w_in - 1, 1)) - 1.0
@@ -354,7 +359,7 @@ def normalise_pair(src: torch.Tensor, dst: torch.Tensor, rgb_max: float = 255.0)
 
 def network_size(h: int, w: int) -> tuple[int, int]:
     """The input size the frames are resized to: each side rounded up to a multiple of 64."""
-    up = lambda n: max(SIZE_MULTIPLE, -(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE)  # noqa: E731
+    up = lambda n: max(SIZE_MULTIPLE, -(-n // SIZE_MULTIPLE) * SIZE_MULTIPLE)
     return up(h), up(w)
 
 

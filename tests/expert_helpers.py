@@ -1,0 +1,39 @@
+"""Shared by the expert-network tests (FlowNet2, AdaBins): the fact-sheet manifests and small helpers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "expert-networks"
+needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason="expert-network manifests not in ../shared/fixtures")
+
+
+def manifest(name: str) -> dict:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def randomised(net: torch.nn.Module) -> torch.nn.Module:
+    """A meta-built module on CPU with small random weights (faster than its own initialisers)."""
+    net = net.to_empty(device="cpu")
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("running_var"):
+                t.fill_(1.0)
+            elif name.endswith(("running_mean", "num_batches_tracked")):
+                t.zero_()
+            else:
+                t.normal_(0, 0.05)
+    return net
+
+
+def one_video(root: Path) -> Path:
+    """Keep one video of a tiny dataset (the network is the slow part, not the runner)."""
+    for folder in root.glob("*_l8"):
+        for cls in sorted(p for p in folder.iterdir() if p.is_dir())[1:]:
+            shutil.rmtree(cls)
+    return root
