@@ -98,7 +98,7 @@ def _episodes(spec: dict[str, Any], cfg, side: str, settings: dict[str, Any], de
     dataset = EpisodeDataset(layout_of(cfg), None, sampler, modalities=["rgb"], transform=transform_of(cfg, train=True),
                              frames=cfg.data.frames, num_episodes=spec["tasks"], seed=cfg.training.seed)
     if side == "plain":
-        return lambda task: {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in dataset[task].items()}
+        return lambda task: to_device(dataset[task], device)
     reader = OrderedEpisodes(dataset, settings["num_workers"], device)
     return lambda task: to_device(reader.get(task), device)
 
@@ -140,29 +140,69 @@ def child(side: str, spec: dict[str, Any]) -> None:
             optimizer.zero_grad(set_to_none=True)
         return float(loss.detach())
 
+    util = GpuUtilisation(device)
     print(json.dumps({"ready": True, "settings": {k: str(v) for k, v in settings.items()}}), flush=True)
     for line in sys.stdin:
         i = int(line)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         w0, c0 = time.perf_counter(), time.process_time()
-        loss = task(i)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        with util:
+            loss = task(i)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
         record = {"task": i, "wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0, "loss": loss,
                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if device.type == "cuda":
             record["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+            record["gpu_util_pct"] = util.mean
         print(json.dumps(record), flush=True)
+
+
+class GpuUtilisation:
+    """NVML's GPU utilisation sampled every 20 ms while a task runs (``mean`` of the last
+    task, None without a GPU or NVML)."""
+
+    def __init__(self, device) -> None:
+        self.handle, self.mean, self.samples = None, None, []
+        if device.type != "cuda":
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+            self.nvml = pynvml
+        except Exception:  # noqa: BLE001 - NVML missing or unusable: no utilisation column
+            self.handle = None
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.02):
+            self.samples.append(self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu)
+
+    def __enter__(self) -> "GpuUtilisation":
+        if self.handle is not None:
+            import threading
+
+            self.samples, self._stop = [], threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.handle is not None:
+            self._stop.set()
+            self._thread.join()
+            self.mean = sum(self.samples) / len(self.samples) if self.samples else None
 
 
 # ----------------------------------------------------------------------- the parent
 class Side:
     """One child process and its per-task records."""
 
-    def __init__(self, name: str, spec: dict[str, Any]) -> None:
+    def __init__(self, name: str, spec: dict[str, Any], label: str | None = None) -> None:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.name = name
+        self.name = label or name
         self.proc = subprocess.Popen([sys.executable, __file__, "--side", name, "--spec", json.dumps(spec)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
         hello = self._read()
@@ -196,14 +236,20 @@ def _median(xs: list[float]) -> float:
     return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2
 
 
-def compare(spec: dict[str, Any], warmup: int, timed: int, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Alternate the two sides for ``warmup + timed`` tasks; per-side medians of
-    the timed tasks, their ratio (plain / mkd: above 1 means mkd is faster) and peaks."""
+def compare(spec: dict[str, Any], warmup: int, timed: int, echo: Callable[[str], None] = print,
+            variants: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Alternate the sides for ``warmup + timed`` tasks; per-side medians of the timed
+    tasks, their ratio (plain / mkd: above 1 means mkd is faster) and peaks.
+
+    ``variants``: extra mkd sides, each mkd's defaults plus config overrides (e.g.
+    ``{"compile": ["runtime.compile=true"]}``), to measure a candidate default."""
     spec = {**spec, "tasks": warmup + timed}
-    sides = {name: Side(name, spec) for name in SIDES}
+    names = list(SIDES) + list(variants or {})
+    sides = {name: Side("plain" if name == "plain" else "mkd", {**spec, "set": spec["set"] + (variants or {}).get(name, [])},
+                        label=name) for name in names}
     try:
         for i in range(warmup + timed):
-            order = SIDES if i % 2 == 0 else SIDES[::-1]
+            order = names if i % 2 == 0 else names[::-1]
             for name in order:
                 rec = sides[name].run(i)
                 echo(f"  task {i:3d} {name:5s} {rec['wall_s']:7.3f} s wall {rec['cpu_s']:7.3f} s cpu")
@@ -220,6 +266,12 @@ def compare(spec: dict[str, Any], warmup: int, timed: int, echo: Callable[[str],
                      "settings": s.settings}
         if "peak_gpu_mib" in s.records[-1]:
             out[name]["peak_gpu_mib"] = s.records[-1]["peak_gpu_mib"]
+            utils = [r["gpu_util_pct"] for r in timed if r.get("gpu_util_pct") is not None]
+            out[name]["gpu_util_pct"] = sum(utils) / len(utils) if utils else None
+    for name in list(variants or {}):
+        out[name]["speedup_wall"] = out["plain"]["s_per_task_wall"] / out[name]["s_per_task_wall"]
+        out[name]["speedup_cpu"] = out["plain"]["s_per_task_cpu"] / out[name]["s_per_task_cpu"]
+    out["variants"] = list(variants or {})
     out["speedup_wall"] = out["plain"]["s_per_task_wall"] / out["mkd"]["s_per_task_wall"]
     out["speedup_cpu"] = out["plain"]["s_per_task_cpu"] / out["mkd"]["s_per_task_cpu"]
     out["differs"] = {k: {"plain": out["plain"]["settings"][k], "mkd": v}
@@ -234,8 +286,14 @@ def render(res: dict[str, Any]) -> str:
              f"  mkd   {m['s_per_task_wall']:.3f} s wall {m['s_per_task_cpu']:.3f} s cpu  peak RSS {m['peak_rss_mib']:.0f} MiB",
              f"  mkd is {res['speedup_wall']:.2f}x plain (wall), {res['speedup_cpu']:.2f}x (cpu time)",
              "  settings that differ: " + ", ".join(f"{k}={v['mkd']} (plain {v['plain']})" for k, v in res["differs"].items())]
+    for name in res.get("variants", []):
+        v = res[name]
+        lines.append(f"  variant {name}: {v['s_per_task_wall']:.3f} s wall {v['s_per_task_cpu']:.3f} s cpu, "
+                     f"{v['speedup_wall']:.2f}x plain (wall), {v['speedup_cpu']:.2f}x (cpu)")
     if "peak_gpu_mib" in m:
-        lines.insert(3, f"  peak GPU memory plain {p['peak_gpu_mib']:.0f} MiB, mkd {m['peak_gpu_mib']:.0f} MiB")
+        util = lambda x: "n/a" if x is None else f"{x:.0f}%"
+        lines.insert(3, f"  peak GPU memory plain {p['peak_gpu_mib']:.0f} MiB, mkd {m['peak_gpu_mib']:.0f} MiB; "
+                        f"GPU utilisation plain {util(p['gpu_util_pct'])}, mkd {util(m['gpu_util_pct'])}")
     return "\n".join(lines)
 
 
@@ -278,8 +336,9 @@ def matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
             run_experiment(cfg, stages=["data"], echo=lambda m: print(m, file=sys.stderr))
         spec = {"config": str(args.config), "set": overrides, "model": model, "feature_dim": args.feature_dim}
         print(f"== {model} {backbone} {size or ''} px", file=sys.stderr, flush=True)
-        res = compare(spec, args.warmup, args.tasks, echo=lambda m: print(m, file=sys.stderr, flush=True))
-        res.update(backbone=backbone, size_px=size or None)
+        variants = {v.split(":", 1)[0]: v.split(":", 1)[1].split(";") for v in args.variant}
+        res = compare(spec, args.warmup, args.tasks, echo=lambda m: print(m, file=sys.stderr, flush=True), variants=variants)
+        res.update(backbone=backbone, size_px=size or None, spec=spec)
         print(render(res), flush=True)
         results.append(res)
     return results
@@ -300,6 +359,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads per side (default: torch's)")
     ap.add_argument("--scratch", default=None, help="where the synthetic data is rendered (default: a temp dir)")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE[;KEY=VALUE]",
+                    help="an extra mkd side with overrides, e.g. compile:runtime.compile=true (repeatable)")
     ap.add_argument("--out", type=Path, help="write the results as JSON")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mkd-compare-") as tmp:

@@ -72,3 +72,18 @@ def test_plain_vs_mkd_comparison_runs_both_sides_on_the_same_tasks(tmp_path):
     # same weights, same episode, same loss: the sides differ in settings only
     assert res["plain"]["first_loss"] == pytest.approx(res["mkd"]["first_loss"], rel=1e-3)
     assert (tmp_path / "r.json").is_file()
+
+
+def test_gpu_check_script_runs_in_cpu_mode(tmp_path):
+    """``benchmarks/gpu_check.sh --cpu``: the GPU check's code path at tiny sizes, so the
+    script is known to work before a GPU machine is at hand."""
+    import json
+    import subprocess
+
+    out = subprocess.run(["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu", "--models", "student", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "tasks/s plain" in out.stdout and "gpu_check done" in out.stdout
+    res = json.loads((tmp_path / "gpu_check.json").read_text())
+    (run,) = res["runs"]
+    assert run["train_tflop_per_task"] > 0 and run["mkd"]["tasks_per_s"] > 0 and run["mkd"]["mfu"] is None  # no peak on CPU
