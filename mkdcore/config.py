@@ -182,6 +182,7 @@ class RuntimeConfig(Section):
     malloc: Literal["default", "tuned"] = Field("tuned", description="glibc allocator: tuned reuses large blocks (mkdcore/speed.py)")
     compile: bool = Field(False, description="torch.compile the trained model (pays off over long stages)")
     devices: int = Field(1, ge=1, description="ranks a training or evaluate stage runs on (torch.distributed; docs/distributed.md)")
+    decode: Literal["auto", "cpu", "cuda"] = Field("auto", description="where JPEG frames are decoded (auto: on the GPU for CUDA stages when it works; mkdcore/data/device_decode.py)")
 
 
 class LoggingConfig(Section):

@@ -12,18 +12,26 @@ Each item is a dict::
     support_keys, query_keys          # lists of VideoKey
     classes                           # label c is classes[c]
     features[name] = {"support": (Ns,T,D), "query": (Nq,T,D)}   # when feature stores are given
+
+With ``decode="cuda"`` (the GPU data path, :mod:`mkdcore.data.device_decode`) an item
+carries ``encoded`` (JPEG bytes and the clips' random draws) instead of the three frame
+entries; :func:`decode_item` (called by :class:`OrderedEpisodes` on its device) turns it
+into the same dict, decoded and transformed on the GPU with the same draws.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from mkdcore.data import VideoKey
+from mkdcore.data.device_decode import EncodedEpisode, Part, decode_item, encode_part
 from mkdcore.data.episodes import Episode, EpisodeSampler
 from mkdcore.data.features import FeatureStore
 from mkdcore.data.layout import DatasetLayout
@@ -35,6 +43,16 @@ from mkdcore.parallel import worker_context
 
 #: length of a sampler-backed dataset when none is given (training stops by step count)
 DEFAULT_NUM_EPISODES = 1_000_000
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """The random part of loading one video: the sampled frame files of every modality
+    and the clip's crop/flip. Drawing it is separate from reading pixels so both data
+    paths (decode in the worker, or on the GPU) use the same draws."""
+
+    paths: dict[str, list[Path]]
+    params: tuple[float, float, bool]
 
 
 class EpisodeDataset(Dataset):
@@ -51,7 +69,11 @@ class EpisodeDataset(Dataset):
         frames: int = 8,
         num_episodes: int | None = None,
         seed: int | None = None,
+        decode: Literal["cpu", "cuda"] = "cpu",
     ) -> None:
+        """``decode``: where frames are decoded; ``cuda`` yields ``encoded`` items (see the
+        module docstring), resolved from ``runtime.decode`` by
+        :func:`mkdcore.data.device_decode.resolve_decode`."""
         if not modalities:
             raise DataError("EpisodeDataset needs at least one modality")
         self.layout, self.index = layout, index
@@ -59,6 +81,7 @@ class EpisodeDataset(Dataset):
         self.transform = transform if transform is not None else ClipTransform(train=False)
         self.feature_stores = dict(feature_stores or {})
         self.frames = frames
+        self.decode = decode
         if isinstance(episodes, EpisodeSampler):
             self.sampler: EpisodeSampler | None = episodes
             self.episodes: list[Episode] | None = None
@@ -75,8 +98,9 @@ class EpisodeDataset(Dataset):
     def episode(self, i: int) -> Episode:
         return self.sampler.episode(i) if self.sampler is not None else self.episodes[i]
 
-    def load_clip(self, key: VideoKey, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """All modalities of one video: same frame indices, same crop and flip."""
+    def plan_clip(self, key: VideoKey, rng: np.random.Generator) -> ClipPlan:
+        """Frame indices, then crop and flip, drawn from ``rng`` in that order (the order
+        every run has used: changing it changes every episode's pixels)."""
         paths = {m: self.layout.frame_paths(m, key) for m in self.modalities}
         first = self.modalities[0]
         n = len(paths[first])
@@ -86,25 +110,44 @@ class EpisodeDataset(Dataset):
             if len(paths[m]) != n:
                 raise DataError(f"video {key}: {len(paths[m])} {m} frames but {n} {first} frames ({self.layout.video_dir(m, key)})")
         idx = sample_indices(n, self.frames, self.transform.train, rng, name=f"video {key}")
-        clips = {m: read_frames([paths[m][j] for j in idx]) for m in self.modalities}
-        return self.transform(clips, rng)
+        return ClipPlan({m: [paths[m][j] for j in idx] for m in self.modalities}, self.transform.draw(rng))
+
+    def load_clip(self, key: VideoKey, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """All modalities of one video: same frame indices, same crop and flip."""
+        plan = self.plan_clip(key, rng)
+        return {m: self.transform.apply(read_frames(plan.paths[m]), *plan.params) for m in self.modalities}
 
     def _stack(self, keys: Sequence[VideoKey], rng: np.random.Generator) -> dict[str, torch.Tensor]:
         per_video = [self.load_clip(k, rng) for k in keys]
         return {m: torch.stack([v[m] for v in per_video]) for m in self.modalities}
+
+    def _encode(self, keys: Sequence[VideoKey], rng: np.random.Generator) -> dict[str, Part]:
+        """The GPU path's worker side: per modality the clips' JPEG bytes and draws, or
+        (a modality with non-JPEG frames) the clips decoded and transformed here."""
+        plans = [self.plan_clip(k, rng) for k in keys]
+        return {m: encode_part([plan.paths[m] for plan in plans], [plan.params for plan in plans], self.transform)
+                for m in self.modalities}
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         if not 0 <= i < self.length:
             raise IndexError(i)
         ep = self.episode(i)
         rng = np.random.default_rng([self.seed, i, 1])
-        support = self._stack(ep.support, rng)
-        query = self._stack(ep.query, rng)
-        first = self.modalities[0]
-        out: dict[str, Any] = {
-            "frames": {m: {"support": support[m], "query": query[m]} for m in self.modalities},
-            "support_frames": support[first],
-            "query_frames": query[first],
+        out: dict[str, Any]
+        if self.decode == "cuda":
+            support_parts, query_parts = self._encode(ep.support, rng), self._encode(ep.query, rng)
+            parts = {m: {"support": support_parts[m], "query": query_parts[m]} for m in self.modalities}
+            out = {"encoded": EncodedEpisode(self.transform, parts)}
+        else:
+            support = self._stack(ep.support, rng)
+            query = self._stack(ep.query, rng)
+            first = self.modalities[0]
+            out = {
+                "frames": {m: {"support": support[m], "query": query[m]} for m in self.modalities},
+                "support_frames": support[first],
+                "query_frames": query[first],
+            }
+        out |= {
             "support_labels": torch.tensor(ep.support_labels, dtype=torch.long),
             "query_labels": torch.tensor(ep.query_labels, dtype=torch.long),
             "support_keys": list(ep.support),
@@ -162,7 +205,8 @@ def episode_loader(
 
 class OrderedEpisodes:
     """Yields dataset items ``start, start+1, ...`` through a prefetching DataLoader,
-    so a resumed run sees exactly the episodes an uninterrupted one would."""
+    so a resumed run sees exactly the episodes an uninterrupted one would. Items of the
+    GPU data path come back decoded on ``device`` (:func:`decode_item`)."""
 
     def __init__(self, dataset: EpisodeDataset, num_workers: int, device: torch.device) -> None:
         self.dataset, self.num_workers, self.device = dataset, num_workers, device
@@ -176,7 +220,7 @@ class OrderedEpisodes:
             self._it = iter(episode_loader(sub, self.num_workers, self.device))  # type: ignore[arg-type]
         item = next(self._it)
         self._next = index + 1
-        return item
+        return decode_item(item, self.device)
 
 
 def to_device(x: Any, device: torch.device) -> Any:

@@ -5,11 +5,16 @@ every frame of every modality, so a clip and its depth/flow/skeleton images stay
 aligned (trx issue #1). Testing uses the centre crop. The original code does no
 mean/std normalisation; ImageNet normalisation is an explicit option because it
 changes results.
+
+The random draws (:meth:`ClipTransform.draw`) are a step apart from the pixel work
+(:meth:`ClipTransform.apply`, :meth:`ClipTransform.apply_many`), so loader workers can
+draw them and the GPU data path can apply them on the device to frames it decoded
+there: the same crop and flip for a given (seed, episode) wherever the pixels are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -52,23 +57,54 @@ class ClipTransform:
         flip = bool(self.flip and rng.random() < 0.5)
         return fy, fx, flip
 
-    def apply(self, clip: torch.Tensor, fy: float, fx: float, flip: bool) -> torch.Tensor:
-        """Resize, crop at (fy, fx) of the free space, flip; uint8 in, float in [0,1] out."""
-        if clip.ndim != 4 or clip.shape[1] != 3:
-            raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(clip.shape)}")
-        clip = F.resize(clip, self.resize, antialias=True)  # int size: shorter side, aspect kept
+    def _crop_flip(self, clip: torch.Tensor, fy: float, fx: float, flip: bool) -> torch.Tensor:
+        """A resized clip cropped at (fy, fx) of the free space, flipped: still uint8."""
         h, w = clip.shape[-2:]
         top = round(fy * (h - self.crop))
         left = round(fx * (w - self.crop))
         clip = clip[..., top : top + self.crop, left : left + self.crop]
-        if flip:
-            clip = clip.flip(-1)
+        return clip.flip(-1) if flip else clip
+
+    def _to_float(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in [0,1], ImageNet-normalised if asked; on the clip's device."""
         out = clip.float().div_(255.0)
         if self.normalize == "imagenet":
-            mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+            shape = (1,) * (out.ndim - 3) + (3, 1, 1)
+            mean = torch.tensor(IMAGENET_MEAN, device=out.device).view(shape)
+            std = torch.tensor(IMAGENET_STD, device=out.device).view(shape)
             out = (out - mean) / std
         return out.contiguous()
+
+    def apply(self, clip: torch.Tensor, fy: float, fx: float, flip: bool) -> torch.Tensor:
+        """Resize, crop at (fy, fx) of the free space, flip; uint8 in, float in [0,1] out
+        (on the clip's device)."""
+        if clip.ndim != 4 or clip.shape[1] != 3:
+            raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(clip.shape)}")
+        clip = F.resize(clip, self.resize, antialias=True)  # int size: shorter side, aspect kept
+        return self._to_float(self._crop_flip(clip, fy, fx, flip))
+
+    def apply_many(self, clips: Sequence[torch.Tensor], params: Sequence[tuple[float, float, bool]]) -> torch.Tensor:
+        """``[apply(clip, *p) for clip, p]`` stacked to ``(N, T, 3, crop, crop)``, in few
+        large calls: clips of one frame size are resized together (resizing is per image,
+        so the result is the same), the float conversion runs once. This is what the GPU
+        data path runs on an episode's frames, where per-clip calls cost a launch each."""
+        if len(clips) != len(params) or not clips:
+            raise ValueError(f"apply_many: {len(clips)} clips and {len(params)} draws")
+        for clip in clips:
+            if clip.ndim != 4 or clip.shape[1] != 3:
+                raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(clip.shape)}")
+        T = clips[0].shape[0]
+        if any(c.shape[0] != T for c in clips):
+            raise ValueError("apply_many: clips of different lengths")
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for i, clip in enumerate(clips):
+            by_size.setdefault(tuple(clip.shape[-2:]), []).append(i)
+        cropped: list[torch.Tensor | None] = [None] * len(clips)
+        for members in by_size.values():
+            resized = F.resize(torch.cat([clips[i] for i in members]), self.resize, antialias=True)
+            for j, i in enumerate(members):
+                cropped[i] = self._crop_flip(resized[j * T : (j + 1) * T], *params[i])
+        return self._to_float(torch.stack(cropped))  # type: ignore[arg-type]
 
     def __call__(self, clips: Mapping[str, torch.Tensor], rng: np.random.Generator | None = None) -> dict[str, torch.Tensor]:
         fy, fx, flip = self.draw(rng)

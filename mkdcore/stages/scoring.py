@@ -11,14 +11,25 @@ during training, the evaluate stage and ``mkd eval``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from mkdcore import speed
 from mkdcore.data import VideoKey
+from mkdcore.data.device_decode import (
+    DecodeSetting,
+    EncodedClips,
+    EncodedEpisode,
+    encode_part,
+    resolve_decode,
+)
 from mkdcore.data.episodes import Episode
 from mkdcore.data.features import FeatureStore
 from mkdcore.data.layout import DatasetLayout
@@ -28,7 +39,58 @@ from mkdcore.stages.dataset import episode_keys
 
 
 # ----------------------------------------------------------- feature extraction
-@torch.no_grad()
+def chunk_frames(
+    layout: DatasetLayout,
+    chunk: Sequence[VideoKey],
+    modality: str,
+    transform: ClipTransform,
+    frames: int,
+    device: torch.device,
+    where: Literal["cpu", "cuda"],
+) -> Callable[[], torch.Tensor]:
+    """Read the frames of ``chunk`` (test-time indices, the transform's draw) and return
+    the step that finishes them: ``(len(chunk) * T, 3, crop, crop)`` on ``device``.
+
+    The reading half runs in a prefetch thread on CUDA. ``where="cpu"`` decodes and
+    transforms there (pinned for an asynchronous copy when ``device`` is CUDA);
+    ``"cuda"`` reads JPEG bytes there and the returned step decodes the whole chunk in one
+    ``decode_jpeg`` call on ``device`` (:mod:`mkdcore.data.device_decode`)."""
+    paths = []
+    for key in chunk:
+        every = layout.frame_paths(modality, key)
+        idx = sample_indices(len(every), frames, False, np.random.default_rng(0), name=f"video {key}")
+        paths.append([every[i] for i in idx])
+    params = [transform.draw(None) for _ in chunk]
+    if where == "cuda":
+        part = encode_part(paths, params, transform)
+        if isinstance(part, EncodedClips) and device.type == "cuda":
+            part = part.pin_memory()
+        episode = EncodedEpisode(transform, {modality: {"clips": part}})
+        return lambda: episode.decode(device)[modality]["clips"].flatten(0, 1)
+    x = torch.cat([transform.apply(read_frames(p), *pp) for p, pp in zip(paths, params)])
+    if device.type == "cuda":
+        x = x.pin_memory()
+    return lambda: x.to(device, non_blocking=True)
+
+
+def _prefetched(make: Callable[[Sequence[VideoKey]], Callable[[], torch.Tensor]], chunks: Sequence[Sequence[VideoKey]],
+                ahead: bool) -> Iterator[tuple[Sequence[VideoKey], Callable[[], torch.Tensor]]]:
+    """``(chunk, make(chunk))`` in order; with ``ahead`` the next chunk is read in a
+    thread while the caller runs the current one on the GPU."""
+    if not ahead:
+        for chunk in chunks:
+            yield chunk, make(chunk)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="mkd-extract-read") as pool:
+        pending = pool.submit(make, chunks[0]) if chunks else None
+        for i, chunk in enumerate(chunks):
+            assert pending is not None
+            ready = pending.result()
+            pending = pool.submit(make, chunks[i + 1]) if i + 1 < len(chunks) else None
+            yield chunk, ready
+
+
+@torch.inference_mode()
 def extract_backbone_features(
     backbone: torch.nn.Module,
     layout: DatasetLayout,
@@ -39,22 +101,34 @@ def extract_backbone_features(
     device: torch.device,
     batch_frames: int = 256,
     on_video: Callable[[int], None] | None = None,
+    amp: str = "auto",
+    decode: DecodeSetting = "auto",
 ) -> Iterator[tuple[VideoKey, dict[str, np.ndarray]]]:
     """Per-video backbone outputs ``{branch: (T, D)}`` with the eval transform (centre
-    crop, test-time frame indices, no augmentation: spec section 8 bug 6)."""
+    crop, test-time frame indices, no augmentation: spec section 8 bug 6).
+
+    ``batch_frames`` frames per backbone call. On CUDA: autocast as training
+    (``amp``, :func:`mkdcore.speed.amp_dtype`: bf16 by default), frames decoded on the
+    GPU when ``decode`` allows (:func:`mkdcore.data.device_decode.resolve_decode`), and
+    the next batch read in a thread while the GPU runs this one. On the CPU: fp32, read
+    then run, as before."""
     backbone.eval()
+    device = torch.device(device)
+    where = resolve_decode(decode, device)
+    dtype = speed.amp_dtype(amp, device)
     per_batch = max(1, batch_frames // frames)
-    for start in range(0, len(keys), per_batch):
-        chunk = keys[start : start + per_batch]
-        clips = []
-        for key in chunk:
-            paths = layout.frame_paths(modality, key)
-            idx = sample_indices(len(paths), frames, False, np.random.default_rng(0), name=f"video {key}")
-            clips.append(transform({modality: read_frames([paths[i] for i in idx])})[modality])
-        x = torch.cat(clips).to(device)
-        out = backbone(x)
+    chunks = [keys[start : start + per_batch] for start in range(0, len(keys), per_batch)]
+
+    def make(chunk: Sequence[VideoKey]) -> Callable[[], torch.Tensor]:
+        return chunk_frames(layout, chunk, modality, transform, frames, device, where)
+
+    for chunk, finish in _prefetched(make, chunks, ahead=device.type == "cuda"):
+        x = finish()
+        with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
+            out = backbone(x)
+        feats = {b: v.float().cpu().numpy() for b, v in out.items() if b.startswith("features")}
         for i, key in enumerate(chunk):
-            yield key, {b: v[i * frames : (i + 1) * frames].float().cpu().numpy() for b, v in out.items() if b.startswith("features")}
+            yield key, {b: v[i * frames : (i + 1) * frames] for b, v in feats.items()}
         if on_video:
             on_video(len(chunk))
 
