@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from mkdcore import distributed, speed
 from mkdcore.config import TrainingConfig
+from mkdcore.data.device_decode import resolve_decode
 from mkdcore.data.episodes import EpisodeSampler
 from mkdcore.data.features import FeatureStore
 from mkdcore.data.loader import EpisodeDataset, OrderedEpisodes, to_device
@@ -73,6 +74,7 @@ def train_on_frames(
     dataset = EpisodeDataset(
         layout_of(cfg), None, sampler, modalities=[modality], transform=transform_of(cfg, train=True),
         feature_stores=stores, frames=cfg.data.frames, num_episodes=training.tasks, seed=training.seed,
+        decode=resolve_decode(cfg.runtime.decode, ctx.device),
     )
     mine = RankTasks(dataset, distributed.rank_tasks(training.tasks, training.tasks_per_batch, distributed.current()))
     batches = OrderedEpisodes(mine, cfg.data.num_workers, ctx.device)  # type: ignore[arg-type]
