@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, TypeVar
 
 from mkdcore import settings
-from mkdcore.errors import ConfigError, MkdError, TrainingError
+from mkdcore.errors import ConfigError, MkdError, Terminated, TrainingError
 
 if TYPE_CHECKING:
     import torch
@@ -279,7 +279,6 @@ def _rank_main(rank: int, world: int, port: int, device_type: str, threads: int,
     import torch
     import torch.distributed as dist
 
-    from mkdcore.engine import Terminated
 
     torch.set_num_threads(threads)
     if device_type == "cuda":
@@ -308,13 +307,12 @@ def launch(fn: Callable[..., T], args: tuple[Any, ...], world: int, device: "tor
 
     ``fn`` and ``args`` must pickle (a module-level function). ``threads``: torch CPU
     threads per rank (default: this machine's cores split over the ranks). A rank that
-    raises :class:`~mkdcore.engine.Terminated` makes this raise it (exit 143 in ``mkd
+    raises :class:`~mkdcore.errors.Terminated` makes this raise it (exit 143 in ``mkd
     run``); an :class:`MkdError` is re-raised as is; a rank that crashes or dies stops the
     others and raises one error naming it."""
     import torch.distributed as dist
     import torch.multiprocessing as mp
 
-    from mkdcore.engine import Terminated
 
     if threads is None:
         threads = max(1, len(os.sched_getaffinity(0)) // world)

@@ -38,7 +38,7 @@ import torch
 
 from mkdcore import distributed, speed
 from mkdcore.config import TrainingConfig
-from mkdcore.errors import TrainingError
+from mkdcore.errors import Terminated, TrainingError
 from mkdcore.fileio import (
     CorruptFileError,
     atomic_torch_save,
@@ -164,10 +164,6 @@ class _Terminator:
     def __exit__(self, *exc) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
-
-
-class Terminated(Exception):
-    """Raised after a checkpoint was written because SIGTERM arrived."""
 
 
 class SilentProgress(ProgressReporter):

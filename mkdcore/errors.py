@@ -38,3 +38,10 @@ class ServiceError(MkdError):
 
 class TrainingError(MkdError):
     """Training cannot go on (non-finite loss, incompatible checkpoint...)."""
+
+
+class Terminated(Exception):
+    """Raised by a training stage after it wrote a checkpoint because SIGTERM arrived;
+    ``mkd run`` turns it into exit code :data:`TERMINATED_EXIT_CODE`. Not an
+    :class:`MkdError`: nothing is wrong with the input (the engine and the rank launcher
+    both raise it, so it lives here, below both)."""
