@@ -44,7 +44,7 @@ def test_script_starts_one_worker_per_task_and_sigterm_hands_the_running_stage_b
     host = socket.gethostname()
     nodes = [f"mkd-77-{i}-gpu{i}@{host}" for i in range(2)]  # task i got GPU i from srun
     for node in nodes:
-        wait_for(lambda: (q.runs / "workers" / f"{node}.json").is_file(), 60, f"worker {node} heartbeat")
+        wait_for(lambda node=node: (q.runs / "workers" / f"{node}.json").is_file(), 60, f"worker {node} heartbeat")
     job = q.submit(q.config(teacher={"training": {"tasks": 60, "checkpoint_every": 5}}))[0]
     teacher = lambda: q.store().load(job.id).stage("teacher:rgb")  # noqa: E731
     wait_for(lambda: (Path(teacher().stage_dir) / "checkpoints" / "last.json").is_file(), 90, "a teacher checkpoint")
