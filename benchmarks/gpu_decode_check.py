@@ -15,6 +15,14 @@ Without CUDA it prints ``no CUDA`` and the CPU number. Run on demand:
 
 ``--extract`` also times evaluation feature extraction (a random-weight ResNet-18, 224 px)
 for a few ``batch_frames``, fp32 vs bf16 autocast, CPU vs GPU decoding (CUDA only).
+
+Measured 2026-11-26 on one NVIDIA H200 (16 cores; ``--episodes 10 --size 256 --extract``):
+cpu decode 1,111 frames/s per process; gpu read 13,882 frames/s; gpu decode 25,981
+frames/s. Extraction (R18, 224 px, 2,304 frames): CPU decoding 819-1,088 frames/s (bound
+by decoding), GPU decoding 9,243 (fp32) / 11,680 (bf16) at ``batch_frames`` 256 and
+7,271 / 9,223 at 1024, so 256 stays the default on CUDA too. GPU and CPU pixels differ
+by 1.4/255 on average (nvJPEG vs libjpeg-turbo, CUDA vs CPU resize), 72/255 at most on
+the synthetic stick figures' sharp edges.
 """
 
 from __future__ import annotations
@@ -155,7 +163,7 @@ def main() -> None:
         del first
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB")
         if args.extract:
-            keys = index.keys()
+            keys = index.keys() * 4  # the same videos again: enough frames for large batches
             time_extraction(root, keys, args.frames, device)
 
 
