@@ -114,6 +114,7 @@ def test_predict_equals_the_pipelines_forward(setup: Setup):
     from mkdcore.data.episodes import load_episodes
     from mkdcore.data.loader import EpisodeDataset
     from mkdcore.models.folder import load_model
+    from mkdcore.predict.clips import read_clip
     from mkdcore.predict.model import load_predictor
     from mkdcore.predict.predict import encode_query
     from mkdcore.predict.support import build_support
@@ -136,6 +137,11 @@ def test_predict_equals_the_pipelines_forward(setup: Setup):
     model, _ = load_model(student / "model", "cpu")
     with torch.no_grad():
         theirs = model(item["support_frames"], item["support_labels"], item["query_frames"])["logits"]
+    # the very tensors the test loader makes (the smoke student's logits barely depend on
+    # its input, so the clips themselves are compared, exactly)
+    for i, key in enumerate(ep.query):
+        ours_clip = predictor.contract.transform()({"x": read_clip(layout.video_dir("rgb", key), cfg.data.frames)})["x"]
+        assert torch.equal(ours_clip, item["query_frames"][i]), key
     order = [ep.classes.index(c) for c in support.classes]  # our labels are sorted class names
     torch.testing.assert_close(ours, theirs[:, order], atol=1e-5, rtol=1e-4)
 
