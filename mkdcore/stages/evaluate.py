@@ -82,7 +82,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
         elif node.kind == "student":
             model, spec = load_model(node.files.model, device)
             scores = score_on_frames(model, episodes, layout_of(cfg), "rgb", transform_of(cfg, train=False),
-                                     cfg.data.frames, device, cfg.evaluation.batch_frames)
+                                     cfg.data.frames, device, cfg.evaluation.batch_frames,
+                                     amp=cfg.training.amp, decode=cfg.runtime.decode)
             manifest = node.manifest()["outputs"]
             record(node.name, "student", scores, fewshot_cost(model, cfg),
                    {"variant": node.params["variant"], "distiller": manifest["distiller"], "backbone": spec["backbone"]})

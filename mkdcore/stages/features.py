@@ -27,7 +27,8 @@ def run(ctx: StageContext) -> dict[str, Any]:
     done = 0
     dim = None
     extracted = extract_backbone_features(model.backbone, layout_of(cfg), keys, m, transform_of(cfg, train=False),
-                                          cfg.data.frames, ctx.device, cfg.evaluation.batch_frames)
+                                          cfg.data.frames, ctx.device, cfg.evaluation.batch_frames,
+                                          amp=cfg.teacher.training.amp, decode=cfg.runtime.decode)
     for key, feats in extracted:
         store.save(key, feats["features"])
         dim = feats["features"].shape[1]

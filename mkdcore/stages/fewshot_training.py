@@ -36,7 +36,7 @@ def validation_fn(ctx: StageContext, modality: str, training: TrainingConfig) ->
 
     def validate(model: torch.nn.Module) -> float:
         scores = score_on_frames(model, episodes, layout, modality, transform, cfg.data.frames, ctx.device,
-                                 cfg.evaluation.batch_frames)
+                                 cfg.evaluation.batch_frames, amp=training.amp, decode=cfg.runtime.decode)
         return float(np.mean(distributed.gather_lists(scores.accuracies)))
 
     return validate

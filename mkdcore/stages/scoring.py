@@ -225,11 +225,13 @@ def score_on_frames(
     frames: int,
     device: torch.device,
     batch_frames: int = 256,
+    amp: str = "auto",
+    decode: DecodeSetting = "auto",
 ) -> EpisodeScores:
     """A frame-level few-shot model (``model.backbone`` + ``model.head``) on episodes:
     every video the episodes use through the backbone once (eval mode), then the head
     per episode on the cached features, branch logits summed."""
     model.eval()
     caches = branch_caches(extract_backbone_features(model.backbone, layout, episode_keys(episodes), modality,
-                                                     transform, frames, device, batch_frames))
+                                                     transform, frames, device, batch_frames, amp=amp, decode=decode))
     return score_episodes(episodes, lambda ep: branch_logits(model.head, ep, caches, device))
