@@ -78,11 +78,16 @@ class TimmBackbone(nn.Module):
         out_dim: int = 2048,
         pretrained: str | Path | None = None,
         channels_last: bool = False,
+        bn_eps: float | None = None,
     ) -> None:
         super().__init__()
         self.variant, self.pooling, self.projection = variant, pooling, projection
         self.channels_last = channels_last
         self.trunk = create_trunk(variant)
+        if bn_eps is not None:  # torchvision's MobileNetV3 normalises with eps 1e-3, timm with 1e-5
+            for module in self.trunk.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eps = bn_eps
         if pretrained:
             from mkdcore.models.weights import load_trunk_weights
 
@@ -90,16 +95,11 @@ class TimmBackbone(nn.Module):
         channels = int(self.trunk.num_features)
         self.trunk_dim = channels
         self.branches = 2 if projection == "2fc" else 1
-        bn_eps: float | None = None,
         if projection == "none":
             self.proj_1 = nn.Identity()
             self.out_dim = channels
         else:
             self.proj_1 = nn.Linear(channels, out_dim)
-        if bn_eps is not None:  # torchvision's MobileNetV3 normalises with eps 1e-3, timm with 1e-5
-            for module in self.trunk.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.eps = bn_eps
             self.out_dim = out_dim
         self.proj_2 = nn.Linear(channels, out_dim) if projection == "2fc" else None
         if channels_last:
