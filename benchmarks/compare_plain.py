@@ -52,7 +52,7 @@ def _side_settings(side: str, cfg, device) -> dict[str, Any]:
         return {"malloc": "default", "channels_last": False, "compile": False, "amp": None,
                 "num_workers": 0, "threads": cfg.runtime.threads}
     return {"malloc": cfg.runtime.malloc, "channels_last": speed.wants_channels_last(cfg.runtime.channels_last, device),
-            "compile": cfg.runtime.compile, "amp": speed.amp_dtype(cfg.training.amp, device),
+            "compile": cfg.runtime.compile, "amp": "per model",
             "num_workers": cfg.data.num_workers, "threads": cfg.runtime.threads}
 
 
@@ -116,6 +116,8 @@ def child(side: str, spec: dict[str, Any]) -> None:
     import torch.nn.functional as F
 
     model = _build(spec, cfg).to(device).train()
+    if side != "plain":  # autocast follows training.amp and the model (mkdcore.speed.amp_dtype)
+        settings["amp"] = speed.amp_dtype(cfg.training.amp, device, model)
     run_model = speed.prepare_model(model, settings["channels_last"], settings["compile"])
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4)
     tpb = cfg.training.tasks_per_batch

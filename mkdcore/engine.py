@@ -249,7 +249,7 @@ class EpisodicTrainer:
         params = [p for p in (parameters if parameters is not None else model.parameters()) if p.requires_grad]
         self.optimizer = build_optimizer(params, cfg)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.amp_dtype = speed.amp_dtype(cfg.amp, device)
+        self.amp_dtype = speed.amp_dtype(cfg.amp, device, model)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype is torch.float16 else None
         self.window = _LogWindow()
 

@@ -21,11 +21,27 @@ def test_defaults_are_the_measured_ones():
 
 
 @pytest.mark.parametrize("amp,device,expected", [
-    ("auto", "cuda", torch.bfloat16), ("auto", "cpu", None), ("none", "cuda", None),
-    ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16), ("bf16", "cpu", None),
+    ("auto", "cuda", torch.bfloat16), ("auto", "cpu", None), ("none", "cuda", None), ("none", "cpu", None),
+    ("fp16", "cuda", torch.float16), ("bf16", "cuda", torch.bfloat16), ("fp16", "cpu", None),
 ])
 def test_autocast_dtype(amp, device, expected):
     assert speed.amp_dtype(amp, torch.device(device)) is expected
+
+
+def test_cpu_bf16_only_for_models_where_it_pays():
+    """ResNets (dense convolutions) train in bf16 on a CPU with native bf16; MobileNets
+    (depthwise) and conv-free models stay fp32; without native bf16, never."""
+    from mkdcore import api
+
+    native = speed.cpu_has_native_bf16()
+    cpu = torch.device("cpu")
+    resnet = api.create("backbone", "resnet18", projection="none")
+    mobilenet = api.create("backbone", "mobilenetv3_small", projection="none")
+    assert speed.amp_dtype("auto", cpu, resnet) is (torch.bfloat16 if native else None)
+    assert speed.amp_dtype("auto", cpu, mobilenet) is None
+    assert speed.amp_dtype("auto", cpu, torch.nn.Linear(4, 4)) is None
+    assert speed.amp_dtype("none", cpu, resnet) is None
+    assert speed.amp_dtype("bf16", cpu, mobilenet) is (torch.bfloat16 if native else None)
 
 
 def test_channels_last_auto_and_explicit():

@@ -110,12 +110,13 @@ def extract_backbone_features(
     ``batch_frames`` frames per backbone call. On CUDA: autocast as training
     (``amp``, :func:`mkdcore.speed.amp_dtype`: bf16 by default), frames decoded on the
     GPU when ``decode`` allows (:func:`mkdcore.data.device_decode.resolve_decode`), and
-    the next batch read in a thread while the GPU runs this one. On the CPU: fp32, read
-    then run, as before."""
+    the next batch read in a thread while the GPU runs this one. On the CPU: autocast as
+    training there (bf16 only where it pays, see :func:`mkdcore.speed.amp_dtype`), read
+    then run."""
     backbone.eval()
     device = torch.device(device)
     where = resolve_decode(decode, device)
-    dtype = speed.amp_dtype(amp, device)
+    dtype = speed.amp_dtype(amp, device, backbone)
     per_batch = max(1, batch_frames // frames)
     chunks = [keys[start : start + per_batch] for start in range(0, len(keys), per_batch)]
 
