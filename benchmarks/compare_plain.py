@@ -50,10 +50,10 @@ def _side_settings(side: str, cfg, device) -> dict[str, Any]:
 
     if side == "plain":
         return {"malloc": "default", "channels_last": False, "compile": False, "amp": None,
-                "num_workers": 0, "threads": cfg.runtime.threads}
+                "num_workers": 0, "threads": cfg.runtime.threads, "decode": "cpu"}
     return {"malloc": cfg.runtime.malloc, "channels_last": speed.wants_channels_last(cfg.runtime.channels_last, device),
             "compile": cfg.runtime.compile, "amp": "per model",
-            "num_workers": cfg.data.num_workers, "threads": cfg.runtime.threads}
+            "num_workers": cfg.data.num_workers, "threads": cfg.runtime.threads, "decode": "n/a"}
 
 
 def _build(spec: dict[str, Any], cfg):
@@ -95,8 +95,13 @@ def _episodes(spec: dict[str, Any], cfg, side: str, settings: dict[str, Any], de
         return features
 
     sampler = EpisodeSampler(split_of(cfg, "train"), ep.way, ep.shot, query, seed=cfg.training.seed)
+    from mkdcore.data.device_decode import resolve_decode
+
+    # mkd decodes where runtime.decode says (on the GPU when the stage runs there), as training does
+    decode = "cpu" if side == "plain" else resolve_decode(cfg.runtime.decode, device)
+    settings["decode"] = decode
     dataset = EpisodeDataset(layout_of(cfg), None, sampler, modalities=["rgb"], transform=transform_of(cfg, train=True),
-                             frames=cfg.data.frames, num_episodes=spec["tasks"], seed=cfg.training.seed)
+                             frames=cfg.data.frames, num_episodes=spec["tasks"], seed=cfg.training.seed, decode=decode)
     if side == "plain":
         return lambda task: to_device(dataset[task], device)
     reader = OrderedEpisodes(dataset, settings["num_workers"], device)
