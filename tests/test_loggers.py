@@ -154,3 +154,28 @@ def test_bad_logging_sections_are_one_line(logging: dict, expected: str, plugin_
     with pytest.raises(ConfigError) as err:
         config_from_dict(config(logging), source="exp.yaml")
     assert expected in str(err.value) and "\n" not in str(err.value)
+
+
+# ------------------------------------------------------------------ the test accuracies
+@pytest.mark.slow
+def test_the_evaluate_stage_logs_each_models_test_accuracy_to_every_tracker(smoke_template) -> None:
+    """The finished smoke experiment, evaluated again with ``logging.loggers: [jsonl,
+    tensorboard, mlflow]``: each tracker's own reader gives back every model's test
+    accuracy as ``results.json`` has it (the number a run page should show)."""
+    from mkdcore.testing import run_cli
+    from tests.faults.workspace import fresh
+
+    ws = fresh(smoke_template)
+    code, _, err = run_cli("run", ws.cfg, "--stages", "evaluate", "--force", "evaluate",
+                           "--set", "logging.loggers=[jsonl, tensorboard, mlflow]")
+    assert code == 0, err
+    (stage_dir,) = (ws.runs / "stages" / "evaluate").iterdir()
+    results = json.loads((stage_dir / "results.json").read_text())["models"]
+    assert {"student:lite-mkd", "student:baseline", "teacher:mfm"} <= set(results)
+    (record,) = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    for name, r in results.items():
+        key = "test_acc_" + name.replace(":", "_")
+        assert record[key] == pytest.approx(r["accuracy"])
+        assert read_tensorboard(stage_dir, f"val/{key}") == [(0, pytest.approx(r["accuracy"], rel=1e-6))]
+        _, history = read_mlflow(ws.runs, "evaluate", f"val/{key}")
+        assert history == [(0, pytest.approx(r["accuracy"]))]

@@ -29,6 +29,8 @@ from mkdcore.stages.scoring import (
     score_episodes,
     score_on_frames,
 )
+from mkdcore.tracking import stage_loggers
+from mkdcore.tracking.base import safe_metric_name
 
 
 def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
@@ -41,6 +43,20 @@ def test_episodes(ctx: StageContext) -> tuple[list, dict[str, Any]]:
         return episodes[: e.episodes], {"source": str(e.episodes_file), **meta}
     sampler = EpisodeSampler(split_of(cfg, e.split), ep.way, ep.shot, ep.query_test, seed=e.seed)
     return sampler.take(e.episodes), {"source": "sampler", "split": e.split, "seed": e.seed}
+
+
+def log_test_results(ctx: StageContext, results: dict[str, Any]) -> None:
+    """Every model's test accuracy and 95% interval to the configured loggers (as
+    ``test_acc_<model>`` / ``test_ci95_<model>``, one validation record at step 0), and
+    ``results.json`` as an artefact: the numbers a tracker's run page should show."""
+    values = {}
+    for name, r in results.items():
+        safe = safe_metric_name(name).replace(":", "_")
+        values[f"test_acc_{safe}"] = float(r["accuracy"])
+        values[f"test_ci95_{safe}"] = float(r["ci95"])
+    with stage_loggers(ctx) as loggers:
+        loggers.validation(0, values)
+        loggers.artifact(ctx.files.results)
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
@@ -95,6 +111,7 @@ def run(ctx: StageContext) -> dict[str, Any]:
     out = {"setting": {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "frames": cfg.data.frames, "size": cfg.data.crop,
                        "episodes": len(all_episodes), **source}, "models": results}
     atomic_write_json(ctx.files.results, out, "evaluation results")
+    log_test_results(ctx, results)
     for folder, name in evaluated.items():  # after the results: a failed evaluation changes no card
         r = results[name]
         record_evaluation(folder, {k: r[k] for k in ("accuracy", "ci95", "episodes", "params", "gmacs")}
