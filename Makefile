@@ -30,8 +30,11 @@ services:
 demo: $(STAMP)
 	$(BIN)/mkd run configs/quickstart.yaml
 
+# two pytest workers (pytest-xdist): the suite is mostly waiting on subprocesses, Redis and
+# file I/O, so two processes fill CI's 2 cores; PYTEST_WORKERS=0 runs it in one process
+PYTEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check mkdcore plugins workers tests
