@@ -6,7 +6,6 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 #: the fact-sheet manifests, copied from ``shared/fixtures/expert-networks`` so the tests run
