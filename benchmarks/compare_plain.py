@@ -38,10 +38,10 @@ SIDES = ("plain", "mkd")
 
 # ----------------------------------------------------------------------- the child
 def _config(spec: dict[str, Any]):
-    from mkdcore.config import apply_overrides, config_from_dict, read_yaml
+    """The spec's config as ``mkd run`` loads it (``base:`` files merged, ``--set`` applied)."""
+    from mkdcore.config import load_config
 
-    raw = read_yaml(Path(spec["config"]))
-    return config_from_dict(apply_overrides(raw, spec["set"]), spec["config"])
+    return load_config(spec["config"], spec["set"])
 
 
 def _side_settings(side: str, cfg, device) -> dict[str, Any]:
@@ -316,10 +316,8 @@ def _size_overrides(root: Path, crop: int) -> list[str]:
 
 def matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every requested (model, backbone, size), each compared once."""
-    from mkdcore.config import apply_overrides, config_from_dict, read_yaml
     from mkdcore.stages.runner import run_experiment
 
-    raw = read_yaml(args.config)
     common = [f"runtime.device={args.device}"] + ([f"runtime.threads={args.threads}"] if args.threads else [])
     scratch = Path(args.scratch)
     jobs: list[tuple[str, str, int, list[str]]] = []
@@ -339,7 +337,7 @@ def matrix(args: argparse.Namespace) -> list[dict[str, Any]]:
     for model, backbone, size, extra in jobs:
         overrides = common + (_size_overrides(scratch, size) if size else _size_overrides(scratch, 64)) + extra + list(args.set)
         if size:
-            cfg = config_from_dict(apply_overrides(raw, overrides), str(args.config))
+            cfg = _config({"config": str(args.config), "set": overrides})
             run_experiment(cfg, stages=["data"], echo=lambda m: print(m, file=sys.stderr))
         spec = {"config": str(args.config), "set": overrides, "model": model, "feature_dim": args.feature_dim}
         print(f"== {model} {backbone} {size or ''} px", file=sys.stderr, flush=True)
