@@ -32,18 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def randomised(net: Any, device: str) -> Any:
     """A meta-built module on ``device`` with small random weights (no initialiser cost)."""
-    import torch
+    from mkdcore.testing import random_weights
 
-    net = net.to_empty(device=device)
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("running_var"):
-                t.fill_(1.0)
-            elif name.endswith(("running_mean", "num_batches_tracked")):
-                t.zero_()
-            else:
-                t.normal_(0, 0.02)
-    return net.eval()
+    return random_weights(net, device, std=0.02).eval()
 
 
 def frames(n: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

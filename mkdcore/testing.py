@@ -265,3 +265,22 @@ def run_cli(*args: object) -> tuple[int, str, str]:
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return code, out.getvalue(), err.getvalue()
+
+
+def random_weights(net: Any, device: str = "cpu", std: float = 0.05) -> Any:
+    """``net`` (built on the ``meta`` device, e.g. a released network's architecture)
+    materialised on ``device`` with small normal weights and neutral BatchNorm statistics:
+    seconds faster than the network's own initialisers, for tests and benchmarks that need
+    the shapes, not trained values."""
+    import torch
+
+    net = net.to_empty(device=device)
+    with torch.no_grad():
+        for name, t in net.state_dict().items():
+            if name.endswith("running_var"):
+                t.fill_(1.0)
+            elif name.endswith(("running_mean", "num_batches_tracked")):
+                t.zero_()
+            else:
+                t.normal_(0, std)
+    return net

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from mkdcore.testing import random_weights
+
 #: the fact-sheet manifests, copied from ``shared/fixtures/expert-networks`` so the tests run
 #: (and cannot skip) in a clean clone, where ``../shared`` does not exist
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "expert-networks"
@@ -24,16 +26,7 @@ def manifest(name: str) -> dict:
 
 def randomised(net: torch.nn.Module) -> torch.nn.Module:
     """A meta-built module on CPU with small random weights (faster than its own initialisers)."""
-    net = net.to_empty(device="cpu")
-    with torch.no_grad():
-        for name, t in net.state_dict().items():
-            if name.endswith("running_var"):
-                t.fill_(1.0)
-            elif name.endswith(("running_mean", "num_batches_tracked")):
-                t.zero_()
-            else:
-                t.normal_(0, 0.05)
-    return net
+    return random_weights(net, "cpu", std=0.05)
 
 
 def one_video(root: Path) -> Path:

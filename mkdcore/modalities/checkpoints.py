@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mkdcore.errors import ConfigError
+from mkdcore.fileio import first_line
 
 if TYPE_CHECKING:
     import torch
@@ -90,11 +91,6 @@ def load_strict(build: Callable[[], nn.Module], state: Mapping[str, torch.Tensor
     converted = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     net.load_state_dict(converted, strict=True, assign=True)
     return net.eval()
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (for one-line errors)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
 def any_key(state: Mapping[str, Any], prefixes: Iterable[str]) -> bool:
