@@ -29,10 +29,10 @@ import torch
 from mkdcore.errors import DataError
 from mkdcore.export.modules import check_clips, check_features
 from mkdcore.fileio import first_line
-from mkdcore.models.card import CARD, ModelCardError
+from mkdcore.models.card import CARD, CardView, ModelCardError
 
 
-class ExportedModel:
+class ExportedModel(CardView):
     """An export folder's two graphs behind the eager :class:`LoadedModel` methods."""
 
     def __init__(self, path: Path, card: dict[str, Any], encoder: Callable[..., np.ndarray], head: Callable[..., np.ndarray]) -> None:
@@ -41,22 +41,6 @@ class ExportedModel:
     @property
     def export(self) -> dict[str, Any]:
         return self.card["export"]
-
-    @property
-    def input(self) -> dict[str, Any]:
-        return self.card["input"]
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        return self.card["spec"]
-
-    @property
-    def frames(self) -> int:
-        return int(self.input["frames"])
-
-    @property
-    def frame_size(self) -> int | None:
-        return self.input.get("frame_size")
 
     @property
     def feature_width(self) -> int:

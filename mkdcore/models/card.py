@@ -156,3 +156,29 @@ def check_plugins(card: dict[str, Any], path: Path) -> None:
                 raise PluginError(f"{path} needs the {kind} {comp['name']!r} from the package {package} {version}".rstrip()
                                   + f", which is not installed here: pip install '{pin}'") from None
             raise PluginError(f"{path} needs the {kind} {comp['name']!r}, which no installed plugin registers") from None
+
+
+class CardView:
+    """What a model's card says about its input, read the same way for an eager
+    :class:`~mkdcore.models.loaded.LoadedModel` and an
+    :class:`~mkdcore.export.runtime.ExportedModel` (each has a ``card`` dict)."""
+
+    card: dict[str, Any]
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """What :func:`mkdcore.models.build.build` rebuilds the model from."""
+        return self.card["spec"]
+
+    @property
+    def input(self) -> dict[str, Any]:
+        """The input contract (modality, frames, frame_size, resize, normalize, ...)."""
+        return self.card["input"]
+
+    @property
+    def frames(self) -> int:
+        return int(self.input["frames"])
+
+    @property
+    def frame_size(self) -> int | None:
+        return self.input.get("frame_size")

@@ -21,34 +21,16 @@ from mkdcore.export.modules import (
     check_clips,
     check_features,
 )
-from mkdcore.models.card import ModelCardError
+from mkdcore.models.card import CardView, ModelCardError
 
 
 @dataclass
-class LoadedModel:
+class LoadedModel(CardView):
     """``model`` (eval mode), its ``card`` and the folder ``path`` it came from."""
 
     model: torch.nn.Module
     card: dict[str, Any]
     path: Path
-
-    @property
-    def spec(self) -> dict[str, Any]:
-        """What :func:`mkdcore.models.build.build` rebuilds it from."""
-        return self.card["spec"]
-
-    @property
-    def input(self) -> dict[str, Any]:
-        """The input contract (modality, frames, frame_size, resize, normalize, ...)."""
-        return self.card["input"]
-
-    @property
-    def frames(self) -> int:
-        return int(self.input["frames"])
-
-    @property
-    def frame_size(self) -> int | None:
-        return self.input.get("frame_size")
 
     @property
     def feature_width(self) -> int:
