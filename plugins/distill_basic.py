@@ -22,14 +22,15 @@ Which student logits: CE goes on ``logits_2`` when the student has two branches 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from mkdcore.errors import TrainingError
 from mkdcore.hookspecs import hookimpl
+
+if TYPE_CHECKING:  # torch is imported where a loss is computed: loading plugins stays light
+    import torch
 
 Scaling = Literal["original", "balanced"]
 
@@ -127,6 +128,9 @@ class FeatureMSEDistiller(KDDistiller):
         self.feature_weight = feature_weight
 
     def soft_terms(self, student, teacher):
+        import torch
+        import torch.nn.functional as F
+
         terms = super().soft_terms(student, teacher)
         s = torch.cat([student["support_features"], student["query_features"]])
         t = torch.cat([teacher["support_features"], teacher["query_features"]]).detach()

@@ -8,6 +8,12 @@ import types
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One intra-op thread per test process (and, inherited, per `mkd` child): the tensors here
+# are tiny, and two xdist workers each running two OpenMP threads on two cores spin against
+# each other (measured: the smoke experiment took 2.3x the CPU time under that load). Set
+# before anything imports torch; a test that checks thread settings sets its own.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from pydantic import BaseModel  # noqa: E402
 

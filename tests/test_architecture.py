@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -95,6 +97,21 @@ def test_core_never_imports_the_builtin_plugins_and_common_is_gone():
     core = {m: deps for m, deps in graph.items() if m.startswith("mkdcore")}
     assert not any(d.startswith("plugins") for deps in core.values() for d in deps)  # plugins come via entry points
     assert "mkdcore.stages.common" not in graph
+
+
+def test_the_control_plane_never_imports_torch():
+    """Loading every installed plugin, planning an experiment and ``mkd --help`` import no
+    torch (nor torchvision or timm): a plugin builds its heavy parts in its factory. Torch and
+    torchvision cost 3 s of CPU per process, paid by every queue stage, ``mkd submit`` and
+    ``mkd status`` before they did anything."""
+    code = ("import sys; from mkdcore.plugins import get_manager; from mkdcore.config import load_config;"
+            "from mkdcore.stages.dag import plan; get_manager();"
+            f"plan(load_config({str(ROOT / 'configs' / 'smoke.yaml')!r}, []));"
+            "from mkdcore.cli.main import main\ntry: main(['--help'])\nexcept SystemExit: pass\n"
+            "print('heavy:', sorted(m for m in ('torch', 'torchvision', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "heavy: []"
 
 
 def _tree(model: torch.nn.Module) -> list[tuple[str, str, tuple[int, ...] | None]]:

@@ -30,6 +30,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,16 @@ log = get_task_logger("mkd.worker")
 
 #: Seconds between two looks at the job record while a stage runs (cancel latency).
 POLL_S = 0.5
+
+
+def _exited_within(proc: subprocess.Popen, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``proc`` to exit: the poll interval of the stage loop,
+    without a fixed sleep that would add up to ``seconds`` to every stage."""
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def node_name(request_hostname: str | None = None) -> str:
@@ -192,8 +203,7 @@ class StageRun:
             if rec.token == m.token:
                 rec.pid = proc.pid
         cancelled = lost_lease = False
-        while proc.poll() is None:
-            time.sleep(POLL_S)
+        while not _exited_within(proc, POLL_S):  # wakes as soon as the stage exits
             stop = self.stop_reason()
             if stop is not None:
                 grace = self.job.cancel_grace_s
