@@ -7,23 +7,37 @@ from pathlib import Path
 
 import click
 
+#: the choices of a config's ``training.amp`` and ``runtime.decode`` (mkdcore/config.py)
+AMP_CHOICES = ("auto", "none", "bf16", "fp16")
+DECODE_CHOICES = ("auto", "cpu", "cuda")
+
 
 @click.command("eval")
 @click.argument("model_dir", type=click.Path(path_type=Path))
 @click.option("--episodes", "episodes_file", type=click.Path(path_type=Path), required=True, help="Frozen episodes (mkd data episodes).")
 @click.option("--root", type=click.Path(path_type=Path), help="Dataset root (default: the one the model was trained on).")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--amp", type=click.Choice(AMP_CHOICES), default=None,
+              help="Autocast while extracting features (default: the setting the evaluate stage used, from the "
+                   "model card; else auto, as a config's training.amp).")
+@click.option("--decode", type=click.Choice(DECODE_CHOICES), default=None,
+              help="Where frames are decoded (default: the evaluate stage's setting from the card; else auto).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: str, as_json: bool) -> None:
+def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: str, amp: str | None, decode: str | None,
+             as_json: bool) -> None:
     """Evaluate MODEL_DIR (a stage directory or its model/ folder holding model.json
-    and model.pt) on the episodes of FILE: accuracy with 95% CI, per-class accuracy."""
+    and model.pt) on the episodes of FILE: accuracy with 95% CI, per-class accuracy.
+
+    Autocast and frame decoding follow what the pipeline's evaluate stage used (recorded in
+    the model card), so that the same episodes give the stage's numbers; ``--amp`` and
+    ``--decode`` override them."""
     from mkdcore.data.episodes import load_episodes
     from mkdcore.data.layout import DatasetLayout
     from mkdcore.data.transforms import ClipTransform
     from mkdcore.device import resolve_device
     from mkdcore.errors import ConfigError
     from mkdcore.fileio import CorruptFileError, first_line
-    from mkdcore.models.folder import MODEL_SPEC, load_model, model_dir_of, redo_remedy
+    from mkdcore.models.folder import MODEL_SPEC, load_model, model_dir_of, read_card, redo_remedy
     from mkdcore.stages.scoring import score_on_frames
     from mkdcore.stages.stage_dir import StageDir
 
@@ -45,10 +59,14 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
     except (KeyError, TypeError, ValueError) as exc:
         raise CorruptFileError(f"model spec {model_dir / MODEL_SPEC} is corrupt (its data section: {first_line(exc)}); "
                                f"{redo_remedy(StageDir.containing(model_dir))}") from None
-    summary = score_on_frames(model, episodes, layout, modality, transform, frames, dev).summary()
+    evaluated = read_card(model_dir)["evaluation"] or {}
+    amp = amp or evaluated.get("amp", "auto")
+    decode = decode or evaluated.get("decode", "auto")
+    summary = score_on_frames(model, episodes, layout, modality, transform, frames, dev, amp=amp, decode=decode).summary()
     summary.pop("confusion")
     if as_json:
-        click.echo(json.dumps({"model": str(model_dir), "episodes_file": str(episodes_file), **summary}, indent=2))
+        click.echo(json.dumps({"model": str(model_dir), "episodes_file": str(episodes_file), "amp": amp, "decode": decode,
+                               **summary}, indent=2))
         return
     click.echo(f"{model_dir}: {summary['accuracy']:.2f} ± {summary['ci95']:.2f} % over {summary['episodes']} episodes")
     for cls, acc in summary["per_class_accuracy"].items():

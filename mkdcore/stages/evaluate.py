@@ -115,5 +115,6 @@ def run(ctx: StageContext) -> dict[str, Any]:
     for folder, name in evaluated.items():  # after the results: a failed evaluation changes no card
         r = results[name]
         record_evaluation(folder, {k: r[k] for k in ("accuracy", "ci95", "episodes", "params", "gmacs")}
-                          | {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "source": source["source"]})
+                          | {"way": ep.way, "shot": ep.shot, "query": ep.query_test, "source": source["source"],
+                              "amp": cfg.training.amp, "decode": cfg.runtime.decode})
     return {"results": str(ctx.files.results), "models": {k: round(v["accuracy"], 2) for k, v in results.items()}}
