@@ -93,6 +93,11 @@ def register_heads(register: Register) -> None:
     label ``c``, plus named extras: ``"relations"`` ``(W, W-1)``, the inter-prototype
     relations of the support set that the D2M distiller reads. Nothing may assume
     a fixed way, shot, query count, frame count or width.
+
+    Optional: ``head.prepare(support, support_labels, way)`` returning a callable
+    ``queries -> logits`` that computes what depends only on the support set once
+    (:meth:`mkdcore.models.trx.TRXHead.prepare`); prediction then calls it per query
+    instead of the whole head. Its logits must equal ``head(...)["logits"]``.
     """
 
 

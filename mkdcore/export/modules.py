@@ -15,7 +15,8 @@ exported is exactly what runs eagerly.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import nn
@@ -37,6 +38,15 @@ class FrameEncoder(nn.Module):
         return torch.cat([out[k] for k in self.keys], dim=-1).reshape(n, t, -1)
 
 
+@runtime_checkable
+class PreparesSupport(Protocol):
+    """A head that can fix its support set once (the optional ``prepare`` of the head
+    contract, :func:`mkdcore.hookspecs.register_heads`)."""
+
+    def prepare(self, support: torch.Tensor, support_labels: torch.Tensor,
+                way: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
+
 class FewShotHead(nn.Module):
     """Logits ``(Nq, way)`` of the shared head summed over the branches' feature slices."""
 
@@ -50,6 +60,27 @@ class FewShotHead(nn.Module):
             lo, hi = b * self.dim, (b + 1) * self.dim
             out = self.head(support[..., lo:hi], support_labels, queries[..., lo:hi], way=self.way)["logits"]
             logits = out if logits is None else logits + out
+        return logits
+
+    def prepare(self, support: torch.Tensor, support_labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``queries -> logits`` as :meth:`forward` gives them, with whatever depends only on
+        the support set computed now, once, when the head can (:class:`PreparesSupport`)."""
+        slices = [slice(b * self.dim, (b + 1) * self.dim) for b in range(self.branches)]
+        scorers: list[Callable[[torch.Tensor], torch.Tensor]] = []
+        for part in slices:
+            s = support[..., part]
+            if isinstance(self.head, PreparesSupport):
+                scorers.append(self.head.prepare(s, support_labels, way=self.way))
+            else:
+                scorers.append(lambda q, s=s: self.head(s, support_labels, q, way=self.way)["logits"])
+
+        def logits(queries: torch.Tensor) -> torch.Tensor:
+            out = None
+            for part, scorer in zip(slices, scorers):
+                branch = scorer(queries[..., part])
+                out = branch if out is None else out + branch
+            return out
+
         return logits
 
 

@@ -72,6 +72,13 @@ class ExportedModel(CardView):
             raise DataError(f"{self.path}: {labels.shape[0]} support labels for {s.shape[0]} support videos")
         return torch.from_numpy(np.asarray(self._head(s, labels, q)))
 
+    def prepare_head(self, support: torch.Tensor | np.ndarray, support_labels: torch.Tensor | np.ndarray | list[int],
+                     way: int | None = None) -> Callable[[torch.Tensor | np.ndarray], torch.Tensor]:
+        """``queries -> logits``: :meth:`head` on the fixed support set (an exported head is
+        one graph of support and queries, so nothing of the support set is kept between
+        queries: the eager model's :meth:`LoadedModel.prepare_head` does that)."""
+        return lambda queries: self.head(support, support_labels, queries, way)
+
 
 def _onnx_runners(path: Path, files: dict[str, str]) -> tuple[Callable, Callable]:
     try:

@@ -9,6 +9,7 @@ runtime twin, :class:`mkdcore.export.runtime.OnnxModel`, has the same methods.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,3 +84,23 @@ class LoadedModel(CardView):
         way = int(labels.max()) + 1 if way is None else int(way)
         dev = self.device
         return self.head_module(way)(support.to(dev, torch.float32), labels.to(dev), queries.to(dev, torch.float32)).cpu()
+
+    @torch.no_grad()
+    def prepare_head(self, support: torch.Tensor, support_labels: torch.Tensor,
+                     way: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``queries -> logits (Nq, way)`` against a fixed support set: :meth:`head`'s
+        logits, with the support set's share of the head (TRX: its tuple keys and values,
+        25x a query's at 5-way 5-shot) computed once, here, not per query."""
+        self._fewshot()
+        check_features(tuple(support.shape), self.feature_width, self.frames, "support", str(self.path))
+        labels = torch.as_tensor(support_labels, dtype=torch.long)
+        way = int(labels.max()) + 1 if way is None else int(way)
+        dev = self.device
+        scorer = self.head_module(way).prepare(support.to(dev, torch.float32), labels.to(dev))
+
+        @torch.no_grad()
+        def logits(queries: torch.Tensor) -> torch.Tensor:
+            check_features(tuple(queries.shape), self.feature_width, self.frames, "query", str(self.path))
+            return scorer(queries.to(dev, torch.float32)).cpu()
+
+        return logits

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -84,14 +85,23 @@ class TemporalCrossTransformer(nn.Module):
 
     def forward(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor, way: int) -> torch.Tensor:
         """Logits ``(Nq, W)``: minus the per-tuple squared distance to each class prototype."""
-        index = self.tuple_index(support.shape[1], support.device)
-        n_tuples = index.shape[0]
-        s = self._tuples(self.pe(support), index)  # (Ns, n, c*D)
-        q = self._tuples(self.pe(queries), index)  # (Nq, n, c*D)
-        k_s, v_s = self.norm_k(self.k_linear(s)), self.v_linear(s)  # (Ns, n, D')
-        k_q, v_q = self.norm_k(self.k_linear(q)), self.v_linear(q)  # (Nq, n, D')
+        k_s, v_s = self.encode(support)
+        return self.score(k_s, v_s, support_labels, queries, way)
 
-        n_support = s.shape[0]
+    def encode(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``(N, n_tuples, D')`` of the frame tuples of ``clips`` ``(N, T, D)``.
+
+        A support set's are the same for every query: :meth:`TRXHead.prepare` computes them
+        once (at 224 px, 5-way 5-shot, they are 25x the work of one query's)."""
+        index = self.tuple_index(clips.shape[1], clips.device)
+        x = self._tuples(self.pe(clips), index)  # (N, n, c*D)
+        return self.norm_k(self.k_linear(x)), self.v_linear(x)
+
+    def score(self, k_s: torch.Tensor, v_s: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor,
+              way: int) -> torch.Tensor:
+        """Logits ``(Nq, W)`` of ``queries`` against the support keys and values of :meth:`encode`."""
+        k_q, v_q = self.encode(queries)  # (Nq, n, D')
+        n_support, n_tuples = k_s.shape[0], k_s.shape[1]
         scores = torch.einsum("qad,sbd->qasb", k_q, k_s) / math.sqrt(self.out_dim)  # (Nq, n, Ns, n)
         member = label_one_hot(support_labels, way, torch.bool).t()  # (W, Ns)
         masked = scores[:, :, None].masked_fill(~member[None, None, :, :, None], float("-inf"))  # (Nq, n, W, Ns, n)
@@ -131,3 +141,17 @@ class TRXHead(nn.Module):
         way = infer_way(support_labels, way)
         logits = torch.stack([t(support, support_labels, queries, way) for t in self.transformers], dim=-1).mean(-1)
         return {"logits": logits, "relations": support_relations(support, support_labels, way)}
+
+    def prepare(self, support: torch.Tensor, support_labels: torch.Tensor,
+                way: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``queries -> logits (Nq, W)`` against a fixed support set whose tuple keys and
+        values are computed once, here: what prediction calls per query. The logits are
+        those of :meth:`forward` (the same operations, in the same order)."""
+        way = infer_way(support_labels, way)
+        encoded = [t.encode(support) for t in self.transformers]
+
+        def logits(queries: torch.Tensor) -> torch.Tensor:
+            per_set = [t.score(k, v, support_labels, queries, way) for t, (k, v) in zip(self.transformers, encoded)]
+            return torch.stack(per_set, dim=-1).mean(-1)
+
+        return logits

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -48,6 +49,9 @@ class Model(Protocol):
     def head(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor,
              way: int | None = None) -> torch.Tensor: ...
 
+    def prepare_head(self, support: torch.Tensor, support_labels: torch.Tensor,
+                     way: int | None = None) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
 
 @dataclass
 class Predictor:
@@ -65,6 +69,10 @@ class Predictor:
 
     def head(self, support: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor, way: int) -> torch.Tensor:
         return self.model.head(support, labels, queries, way)
+
+    def prepare_head(self, support: torch.Tensor, labels: torch.Tensor, way: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``queries -> logits`` against this support set, its share of the head computed once."""
+        return self.model.prepare_head(support, labels, way)
 
 
 def fingerprint_of(files: list[Path], card: dict[str, Any], contract: InputContract) -> str:

@@ -3,7 +3,7 @@ head against the stored support features, softmax over the logits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,15 +29,19 @@ def encode_query(predictor: Predictor, path: Path) -> torch.Tensor:
     return predictor.encode(frames[None])
 
 
-def rank(predictor: Predictor, support: SupportSet, query: torch.Tensor, top_k: int) -> list[tuple[str, float]]:
-    """The ``top_k`` classes of one encoded query with their softmax scores."""
-    logits = predictor.head(support.features, support.labels, query, support.way)[0]
+def rank(scorer: Callable[[torch.Tensor], torch.Tensor], support: SupportSet, query: torch.Tensor,
+         top_k: int) -> list[tuple[str, float]]:
+    """The ``top_k`` classes of one encoded query with their softmax scores; ``scorer`` is
+    the head prepared on ``support`` (:meth:`Predictor.prepare_head`)."""
+    logits = scorer(query)[0]
     scores = logits.softmax(-1)
     values, index = scores.topk(min(top_k, support.way))
     return [(support.classes[int(i)], float(v)) for v, i in zip(values, index)]
 
 
 def predict(predictor: Predictor, support: SupportSet, queries: Iterable[Path], top_k: int = 5) -> Iterator[Prediction]:
-    """A :class:`Prediction` per query, as each is computed (a stream prints as it goes)."""
+    """A :class:`Prediction` per query, as each is computed (a stream prints as it goes).
+    The head's support-only work is done once, before the first query."""
+    scorer = predictor.prepare_head(support.features, support.labels, support.way)
     for path in queries:
-        yield Prediction(str(path), rank(predictor, support, encode_query(predictor, Path(path)), top_k))
+        yield Prediction(str(path), rank(scorer, support, encode_query(predictor, Path(path)), top_k))
