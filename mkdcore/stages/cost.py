@@ -34,10 +34,8 @@ def mfm_teacher_cost(fusion_teacher: torch.nn.Module, teacher_costs: dict[str, d
     labels = torch.arange(ep.way, device="meta").repeat_interleave(ep.shot)
     support = {m: torch.empty(n_s, t, dim, device="meta") for m in meta.modalities}
     query = {m: torch.empty(n_q, t, dim, device="meta") for m in meta.modalities}
-    with ThopCounter(meta) as counter:
-        meta(support, labels, query, way=ep.way)
     flops = FlopCounterMode(display=False)
-    with flops:
+    with ThopCounter(meta) as counter, flops:  # one forward for both counts (see profile_episode)
         meta(support, labels, query, way=ep.way)
     return {
         "params": count_params(fusion_teacher) + sum(c["params"] for c in teacher_costs.values()),
