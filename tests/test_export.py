@@ -79,6 +79,25 @@ def test_exported_equals_eager(model_folder, fmt, tmp_path):
     assert e["inputs"]["encoder"]["clips"]["shape"] == ["N", FRAMES, 3, SIZE, SIZE]
     assert e["outputs"]["head"]["logits"]["shape"] == ["Nq", WAY]
     assert card["spec"] == eager.spec and card["input"] == eager.input
+    if fmt == "onnx":
+        assert onnx_signature(out / e["files"]["encoder"]) == card_signature(e, "encoder")
+        assert onnx_signature(out / e["files"]["head"]) == card_signature(e, "head")
+
+
+def onnx_signature(path: Path) -> dict[str, tuple[list[str | int], str]]:
+    """The graph's declared inputs and outputs: name -> (shape, dtype); a dynamic size is its name."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    dtypes = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.INT64: "int64"}
+    return {v.name: ([d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim], dtypes[v.type.tensor_type.elem_type])
+            for v in [*graph.input, *graph.output]}
+
+
+def card_signature(export: dict, part: str) -> dict[str, tuple[list[str | int], str]]:
+    """The same from the card's ``export`` section (dynamic sizes named in lower case in the graph)."""
+    return {name: ([d.lower() if isinstance(d, str) else d for d in io["shape"]], io["dtype"])
+            for io in (export["inputs"][part], export["outputs"][part]) for name, io in io.items()}
 
 
 def test_exported_model_refuses_what_it_was_not_exported_for(model_folder, tmp_path):
