@@ -32,6 +32,15 @@ import compare_plain  # noqa: E402
 PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0, "RTX 4090": 165.0}
 
 
+#: ``--cpu``: the smallest tasks and synthetic set the comparison's checks accept (2-way
+#: 1-shot 1-query tasks; 8 classes split 4/2/2 feed 2-way train, val and test episodes;
+#: 3 videos a class cover the quickstart teacher's 2 training queries), narrow widths
+TINY = ["episodes.way=2", "episodes.shot=1", "episodes.query_train=1", "data.synth.classes=8",
+        "data.synth.videos_per_class=3", "student.backbone.options.out_dim=16", "student.head.options.out_dim=16"]
+#: ``--cpu``: gpu_decode_check.py on one 2-way 1-shot 1-query episode of 4 frames, 48 px
+TINY_DECODE = ["--episodes", "1", "--size", "48", "--frames", "4", "--way", "2", "--shot", "1", "--query", "1"]
+
+
 def peak_tflops(name: str) -> float | None:
     for key, value in PEAK_BF16_TFLOPS.items():
         if key in name:
@@ -63,15 +72,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.time()
     if args.cpu:
         device, size, tasks, warmup = "cpu", 32, args.tasks or 1, 0
-        tiny = ["episodes.shot=1", "episodes.query_train=1", "student.backbone.options.out_dim=16", "student.head.options.out_dim=16"]
-        runs = [("student", "mobilenetv3_small", tiny), ("teacher", "resnet50", tiny)]
+        runs = [("student", "mobilenetv3_small", TINY), ("teacher", "resnet50", TINY)]
         card = "cpu"
+        decode_args = TINY_DECODE
     else:
         if not torch.cuda.is_available():
             sys.exit("gpu_check: no CUDA device (run with --cpu to check the script)")
         device, size, tasks, warmup = "cuda", 224, args.tasks or 8, 3
         runs = [("student", "resnet18", ["data.num_workers=6"]), ("teacher", "resnet50", ["data.num_workers=6"])]
         card = torch.cuda.get_device_name(0)
+        decode_args = []
     runs = [r for r in runs if r[0] in args.models.split(",")]
     peak = args.peak_tflops or peak_tflops(card)
     print(f"gpu_check on {card} (torch {torch.__version__}), dense bf16 peak {peak or 'unknown'} TFLOP/s", flush=True)
@@ -96,7 +106,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"mkd {res['mkd']['tasks_per_s']:.2f}; MFU plain {mfu(res['plain'])}, mkd {mfu(res['mkd'])}", flush=True)
     decode = HERE / "gpu_decode_check.py"
     if decode.is_file():
-        out = subprocess.run([sys.executable, str(decode)], capture_output=True, text=True,
+        out = subprocess.run([sys.executable, str(decode), *decode_args], capture_output=True, text=True,
                              timeout=240)
         print(out.stdout.strip() or out.stderr.strip().splitlines()[-1:], flush=True)
         results["decode"] = out.stdout.strip()

@@ -97,7 +97,7 @@ def time_extraction(root: Path, keys: list, frames: int, device: torch.device) -
                 print(f"extract: batch_frames {batch_frames} amp {amp} decode {decode}: {n * frames / dt:.0f} frames/s ({n} videos, {dt:.2f} s)")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=10)
     ap.add_argument("--size", type=int, default=256, help="stored frame height (px), width 4/3 of it")
@@ -106,7 +106,7 @@ def main() -> None:
     ap.add_argument("--query", type=int, default=5)
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--extract", action="store_true", help="also time feature extraction (CUDA only)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from mkdcore.data.device_decode import decode_item, resolve_decode
     from mkdcore.data.episodes import EpisodeSampler

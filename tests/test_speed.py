@@ -76,10 +76,11 @@ def test_plain_vs_mkd_comparison_runs_both_sides_on_the_same_tasks(tmp_path):
     tiny size: both sides train the same tasks and report the settings that differ."""
     sys.path.insert(0, str(REPO / "benchmarks"))
     import compare_plain
+    import gpu_check
 
+    tiny = sum((["--set", s] for s in gpu_check.TINY), [])  # gpu_check --cpu's 2-way 1-shot tasks on 24 videos
     results = compare_plain.main(["--backbones", "mobilenetv3_small", "--sizes", "32", "--warmup", "0", "--tasks", "1",
-                                  "--threads", "1", "--scratch", str(tmp_path), "--set", "student.backbone.options.out_dim=16",
-                                  "--set", "student.head.options.out_dim=16", "--out", str(tmp_path / "r.json")])
+                                  "--threads", "1", "--scratch", str(tmp_path), *tiny, "--out", str(tmp_path / "r.json")])
     (res,) = results
     for side in ("plain", "mkd"):
         assert res[side]["s_per_task_wall"] > 0 and res[side]["peak_rss_mib"] > 0
@@ -103,3 +104,8 @@ def test_gpu_check_script_runs_in_cpu_mode(tmp_path):
     res = json.loads((tmp_path / "gpu_check.json").read_text())
     (run,) = res["runs"]
     assert run["train_tflop_per_task"] > 0 and run["mkd"]["tasks_per_s"] > 0 and run["mkd"]["mfu"] is None  # no peak on CPU
+    # gpu_decode_check.py ran as a process of its own (at tiny sizes) and its lines were kept
+    decode = res["decode"].splitlines()
+    cpu_line = next(line for line in decode if line.startswith("cpu decode:"))
+    assert float(cpu_line.split()[2]) > 0 and "1 episodes of 16 frames, 48 px" in cpu_line
+    assert torch.cuda.is_available() or decode[-1].startswith("no CUDA")
