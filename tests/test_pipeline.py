@@ -22,24 +22,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "configs" / "smoke.yaml"
 
 
-@pytest.fixture(scope="module")
-def smoke_data(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("data") / "smoke"
-
-
-@pytest.fixture(scope="module")
-def shared_runs(tmp_path_factory) -> Path:
-    """One runs dir for the module, so teachers trained by one test serve the next."""
-    return tmp_path_factory.mktemp("runs")
-
-
 def smoke_cfg(data: Path, runs: Path, *extra: str):
     return load_config(SMOKE, [f"data.root={data}", f"runtime.runs_dir={runs}", *extra])
 
 
 @pytest.mark.slow
-def test_smoke_dag_end_to_end_then_skip_then_share(smoke_data, shared_runs):
-    runs = shared_runs
+def test_smoke_dag_end_to_end_then_skip_then_share(tmp_path):
+    smoke_data, runs = tmp_path / "data" / "smoke", tmp_path / "runs"
     cfg = smoke_cfg(smoke_data, runs)
     nodes, ran = run_experiment(cfg, echo=lambda m: None)
     assert ran == [n.name for n in plan(cfg)]
@@ -83,29 +72,36 @@ def _progress(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_killed_student_resumes_exactly(smoke_data, shared_runs, tmp_path):
-    overrides = ["training.tasks=24", "training.checkpoint_every=2", "training.log_every=1", "training.val_every=6"]
-    # reference: uninterrupted (teachers are trained once and shared by both runs)
-    ref_cfg = smoke_cfg(smoke_data, shared_runs, *overrides)
-    run_experiment(ref_cfg, stages=["student:lite-mkd"], echo=lambda m: None)
-    node = next(n for n in plan(ref_cfg) if n.name == "student:lite-mkd")
-    reference = (node.stage_dir / "metrics.jsonl").read_text()
-    # same experiment in a second runs dir, sharing the finished teacher stages by copy
-    runs2 = tmp_path / "runs2"
+def test_killed_student_resumes_exactly(smoke_template, tmp_path, monkeypatch):
+    """A real ``mkd run`` killed with SIGKILL mid-training, then resumed: the resumed run
+    starts at the last checkpoint and ends with the metrics of an uninterrupted run. The
+    teachers and the MFM come from the session's finished smoke experiment (a private
+    copy); the resume runs in this process (the kill is what needs a process)."""
     import shutil
 
-    shutil.copytree(shared_runs, runs2)
-    shutil.rmtree(runs2 / "stages" / "student" / node.key)
-    progress = tmp_path / "progress.jsonl"
-    cmd = [sys.executable, "-m", "mkdcore.cli.main", "run", str(SMOKE), "--stages", "student:lite-mkd",
-           "--set", f"data.root={smoke_data}", "--set", f"runtime.runs_dir={runs2}", *[a for o in overrides for a in ("--set", o)]]
-    env = {**os.environ, "MKD_PROGRESS_FILE": str(progress), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    import torch
+
+    from mkdcore.testing import run_cli
+    from tests.faults.workspace import fresh
+
+    ws = fresh(smoke_template)
+    overrides = ["training.tasks=24", "training.checkpoint_every=2", "training.log_every=1", "training.val_every=6"]
+    # reference: uninterrupted, on the shared teachers
+    ref_cfg = load_config(ws.cfg, overrides)
+    _, ran = run_experiment(ref_cfg, stages=["student:lite-mkd"], echo=lambda m: None)
+    assert ran == ["student:lite-mkd"]  # the overrides make a new student; teachers, MFM shared
+    node = next(n for n in plan(ref_cfg) if n.name == "student:lite-mkd")
+    reference = (node.stage_dir / "metrics.jsonl").read_text()
+    shutil.rmtree(node.stage_dir)  # the same experiment again, from nothing but the teachers
+    args = ["run", str(ws.cfg), "--stages", "student:lite-mkd", *[a for o in overrides for a in ("--set", o)]]
+    env = {**os.environ, "MKD_PROGRESS_FILE": str(tmp_path / "progress.jsonl"), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mkdcore.cli.main", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = node.stage_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline:
         # metrics.jsonl gets a line per task at once (progress events are rate-limited to 1/s,
         # which let a fast run finish before the kill landed)
-        metrics = runs2 / "stages" / "student" / node.key / "metrics.jsonl"
         tasks = [json.loads(x).get("task", 0) for x in metrics.read_text().splitlines() if x.strip()] if metrics.exists() else []
         if tasks and max(tasks) >= 7:
             break
@@ -114,17 +110,16 @@ def test_killed_student_resumes_exactly(smoke_data, shared_runs, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    ckpt_dir = runs2 / "stages" / "student" / node.key / "checkpoints"
-    import torch
-
-    killed_at = torch.load(ckpt_dir / "last.pt", weights_only=True)["task"]
+    killed_at = torch.load(node.stage_dir / "checkpoints" / "last.pt", weights_only=True)["task"]
     assert 2 <= killed_at < 24
-    result = subprocess.run(cmd, env={**env, "MKD_PROGRESS_FILE": str(tmp_path / "p2.jsonl")}, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr
-    assert "[run ] teacher" not in result.stderr and "[skip] teacher:rgb" in result.stderr
+    assert not node.manifest_path.exists()
+    monkeypatch.setenv("MKD_PROGRESS_FILE", str(tmp_path / "p2.jsonl"))
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert "[run ] teacher" not in err and "[skip] teacher:rgb" in err
     resumed = [e for e in _progress(tmp_path / "p2.jsonl") if e["event"] == "start" and e["stage"] == "student:lite-mkd"]
     assert resumed and resumed[0]["step"] == killed_at
-    got = [json.loads(x) for x in (runs2 / "stages" / "student" / node.key / "metrics.jsonl").read_text().splitlines()]
+    got = [json.loads(x) for x in metrics.read_text().splitlines()]
     want = [json.loads(x) for x in reference.splitlines()]
     assert [r["task"] for r in got] == [r["task"] for r in want]
     for a, b in zip(got, want):
