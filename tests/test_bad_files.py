@@ -85,21 +85,14 @@ def overrides(smoke: Smoke, runs: Path) -> list[str]:
     return ["--set", f"data.root={smoke.data}", "--set", f"runtime.runs_dir={runs}"]
 
 
-_LIMITED = """
-import resource, signal, sys
-from mkdcore.cli.main import main
-signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-main({args!r})
-"""
-
-
 def mkd_disk_full(limit: int, *args: object, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """``mkd ARGS`` in a child whose files cannot grow past ``limit`` bytes (a full disk)."""
-    code = _LIMITED.format(limit=limit, args=[str(a) for a in args])
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=240,
-                          env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
-    return proc.returncode, proc.stdout, proc.stderr
+    """``mkd ARGS`` in a child whose files cannot grow past ``limit`` bytes (a full disk):
+    ``RLIMIT_FSIZE`` with SIGXFSZ ignored, so a write past the limit fails with EFBIG.
+    The child is forked from a zygote with torch imported (tests/faults/zygote.py)."""
+    from tests.faults.zygote import run_mkd
+
+    return run_mkd([str(a) for a in args], ROOT, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", **(env or {})},
+                   fsize=limit)
 
 
 def error_line(result: tuple[int, str, str], *names: object, code: int = 2) -> str:

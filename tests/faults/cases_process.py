@@ -6,13 +6,13 @@ from __future__ import annotations
 import importlib
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 from tests.faults.table import Case
 from tests.faults.workspace import Outcome, Workspace, mkd_env, run_subprocess
+from tests.faults.zygote import zygote
 
 LONGER = ("--set", "training.tasks=16", "--set", "training.checkpoint_every=2", "--set", "training.log_every=1",
           "--set", "training.val_every=8")
@@ -27,9 +27,9 @@ def _kill_then_rerun(argv: tuple[str, ...], kind: str, ready: Callable[[Workspac
     def call(ws: Workspace) -> Outcome:
         before = {p.name for p in (ws.runs / "stages" / kind).iterdir()}
         progress = ws.root / "progress.jsonl"
-        args = [sys.executable, "-m", "mkdcore.cli.main", *[ws.fmt(a) for a in argv]]
-        proc = subprocess.Popen(args, cwd=ws.root, env=mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}),
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # a real process (forked from the zygote, which has torch imported), output discarded
+        proc = zygote().start([ws.fmt(a) for a in argv], ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}),
+                              capture=False)
         deadline = time.monotonic() + 180
         try:
             while True:

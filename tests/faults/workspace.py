@@ -13,11 +13,7 @@ import fnmatch
 import hashlib
 import json
 import os
-import resource
 import shutil
-import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,9 +111,11 @@ class Workspace:
         return d
 
     def bad_copy(self, name: str = "bad") -> Path:
-        """A copy of the dataset at ``<ws>/<name>`` for cases that break data."""
+        """A copy of the dataset at ``<ws>/<name>`` for cases that break data; frames are
+        hard-linked like the workspace's (the edits unlink before they write), so the
+        copy is cheap and its checksums are the template's, already known."""
         dst = self.root / name
-        shutil.copytree(self.data, dst)
+        shutil.copytree(self.data, dst, copy_function=_copy_or_link)
         return dst
 
     # ----------------------------------------------------------- checks
@@ -242,15 +240,11 @@ def mkd_env(ws: Workspace, extra: dict[str, str] | None = None) -> dict[str, str
 
 def run_subprocess(ws: Workspace, argv: list[str], env: dict[str, str] | None = None, fsize: int | None = None,
                    timeout: float = 240) -> Outcome:
-    """``python -m mkdcore.cli.main ARGV`` in the workspace; with ``fsize`` no file may
+    """``mkd ARGV`` in its own process, from the workspace; with ``fsize`` no file may
     grow past that many bytes and SIGXFSZ is ignored, so writes fail with EFBIG as on a
-    full disk."""
+    full disk. The process is forked from a zygote that has torch imported
+    (:mod:`tests.faults.zygote`): a real process, without ~4 CPU-s of imports each."""
+    from tests.faults.zygote import run_mkd
 
-    def limit() -> None:
-        if fsize is not None:
-            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-
-    p = subprocess.run([sys.executable, "-m", "mkdcore.cli.main", *argv], cwd=ws.root, env=mkd_env(ws, env),
-                       capture_output=True, text=True, timeout=timeout, preexec_fn=limit)
-    return Outcome(p.returncode, p.stdout, p.stderr)
+    code, out, err = run_mkd(argv, ws.root, mkd_env(ws, env), fsize=fsize, timeout=timeout)
+    return Outcome(code, out, err)
