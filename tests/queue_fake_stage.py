@@ -7,6 +7,13 @@ directory, resumes from that checkpoint, writes the manifest last, and on SIGTER
 checkpoints and exits 143. Steps = the ``tasks`` of the stage's training section,
 ``MKD_FAKE_STEP_S`` seconds each. Every start is appended to ``<runs_dir>/fake_runs.log``
 so tests can count runs, resumes and overlaps.
+
+``MKD_FAKE_HOLD=NAME@STEP``: stage ``NAME`` stops after step ``STEP`` (its checkpoint, when
+``STEP`` is a multiple of ``checkpoint_every``, already written) and waits there until it
+is signalled (SIGTERM: checkpoint, exit 143) or killed, at most :data:`HOLD_MAX_S`. A test
+that needs a stage "still running, with a checkpoint" gets exactly that, on an event,
+instead of many slow steps sized to outlast the slowest worker start on a busy machine.
+A resumed run starts after ``STEP`` and never holds again.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import yaml
+
+#: Longest a held stage waits for its signal; then it goes on (and the test fails on its checks).
+HOLD_MAX_S = 120.0
 
 
 def main(argv: list[str]) -> int:
@@ -48,6 +58,7 @@ def main(argv: list[str]) -> int:
     with open(runs_log, "a") as fh:
         fh.write(f"{node.name} {node.key} start pid={os.getpid()} from={start} t={time.time():.3f}\n")
     progress = os.environ.get("MKD_PROGRESS_FILE")
+    hold_stage, _, hold_step = os.environ.get("MKD_FAKE_HOLD", "").rpartition("@")
 
     def save(step: int) -> None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
@@ -72,6 +83,12 @@ def main(argv: list[str]) -> int:
                 fh.write(json.dumps({"time": time.time(), "stage": node.name, "step": step, "total": total,
                                      "loss": 1.0 / step, "val_acc": 0.5 if step % every == 0 else None,
                                      "eta_s": (total - step) * step_s, "event": "step"}) + "\n")
+        if node.name == hold_stage and step == int(hold_step):
+            with open(runs_log, "a") as fh:
+                fh.write(f"{node.name} {node.key} hold pid={os.getpid()} at={step} t={time.time():.3f}\n")
+            deadline = time.monotonic() + HOLD_MAX_S
+            while not stop["flag"] and time.monotonic() < deadline:
+                time.sleep(0.02)
     # the real manifest (provenance included), minus plugin versions: no plugin is built here
     write_manifest(StageContext(cfg=cfg, node=replace(node, components=[]), nodes=nodes, device="cpu"), {},
                    started, provenance.inputs_record(node.input_dirs(nodes)))

@@ -170,13 +170,22 @@ class Queue:
 
     # ------------------------------------------------------------- workers
     def start_worker(self, name: str, **env) -> subprocess.Popen:
-        log = open(self.root / f"worker-{name}.log", "ab")
-        proc = subprocess.Popen([PY, "-m", "mkdcore.cli.main", "worker", "--cpu", "--name", name], cwd=REPO,
-                                env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.workers.append(proc)
-        node = f"{name}-cpu@{socket.gethostname()}"
-        wait_for(lambda: (self.runs / "workers" / f"{node}.json").is_file(), 30, f"worker {node} heartbeat")
-        return proc
+        return self.start_workers(name, **env)[name]
+
+    def start_workers(self, *names: str, **env) -> dict[str, subprocess.Popen]:
+        """Start ``mkd worker --cpu --name N`` for every name at once, then wait for each
+        one's first heartbeat (started together: their start-ups overlap)."""
+        procs = {}
+        for name in names:
+            log = open(self.root / f"worker-{name}.log", "ab")
+            procs[name] = subprocess.Popen([PY, "-m", "mkdcore.cli.main", "worker", "--cpu", "--name", name], cwd=REPO,
+                                           env={**self.env, **env}, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            self.workers.append(procs[name])
+        for name in names:
+            node = f"{name}-cpu@{socket.gethostname()}"
+            wait_for(lambda: (self.runs / "workers" / f"{node}.json").is_file(), 60, f"worker {node} heartbeat")
+        return procs
 
     def worker_log(self, name: str) -> str:
         return (self.root / f"worker-{name}.log").read_text(errors="replace")

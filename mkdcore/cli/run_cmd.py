@@ -47,8 +47,7 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, devices: in
 
 def _run_one(cfg: ExperimentConfig, config_file: Path, stages: str, force: str, list_only: bool) -> None:
     """One experiment: list its DAG, or run it and print its table."""
-    from mkdcore.engine import Terminated
-    from mkdcore.errors import TERMINATED_EXIT_CODE
+    from mkdcore.errors import TERMINATED_EXIT_CODE, Terminated  # not via mkdcore.engine: `--list` needs no torch
     from mkdcore.stages.dag import plan
     from mkdcore.stages.runner import run_experiment
 

@@ -19,9 +19,13 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from mkdcore.errors import ConfigError
+
+# torchvision (``torchvision.transforms.v2.functional``, for ``resize``) is imported where
+# the pixels are resized, not here: importing it costs ~1.7 s of CPU, and stages that only
+# need this module's constants or types (a model card's mean/std, the fuse and mm_features
+# stages on stored features) must not pay it in every queue stage process.
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,6 +82,8 @@ class ClipTransform:
     def apply(self, clip: torch.Tensor, fy: float, fx: float, flip: bool) -> torch.Tensor:
         """Resize, crop at (fy, fx) of the free space, flip; uint8 in, float in [0,1] out
         (on the clip's device)."""
+        from torchvision.transforms.v2 import functional as F
+
         if clip.ndim != 4 or clip.shape[1] != 3:
             raise ValueError(f"expected a (T, 3, H, W) clip, got {tuple(clip.shape)}")
         clip = F.resize(clip, self.resize, antialias=True)  # int size: shorter side, aspect kept
@@ -88,6 +94,8 @@ class ClipTransform:
         large calls: clips of one frame size are resized together (resizing is per image,
         so the result is the same), the float conversion runs once. This is what the GPU
         data path runs on an episode's frames, where per-clip calls cost a launch each."""
+        from torchvision.transforms.v2 import functional as F
+
         if len(clips) != len(params) or not clips:
             raise ValueError(f"apply_many: {len(clips)} clips and {len(params)} draws")
         for clip in clips:

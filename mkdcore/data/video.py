@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from mkdcore.errors import DataError
+
+# ``torchvision.io`` is imported by the functions that decode, not here: importing
+# torchvision costs ~1.7 s of CPU, which stages that never decode a frame (fuse,
+# mm_features, report: they import this module through the scoring helpers) should not pay.
 
 JPEG_MAGIC = b"\xff\xd8"
 
@@ -58,6 +61,8 @@ def is_jpeg(data: torch.Tensor) -> bool:
 def decode_frame_bytes(data: torch.Tensor, path: Path) -> torch.Tensor:
     """Encoded bytes of the frame ``path`` -> uint8 ``(3, H, W)`` on the CPU; errors name ``path``."""
     if is_jpeg(data):
+        from torchvision.io import ImageReadMode, decode_jpeg
+
         try:
             return decode_jpeg(data, mode=ImageReadMode.RGB)
         except RuntimeError as exc:
@@ -94,6 +99,8 @@ def decode_jpeg_batch(data: Sequence[torch.Tensor], paths: Sequence[Path], devic
     the CPU (a failure of the device decoder only), the CPU frames are used."""
     if not data:
         return []
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     try:
         return list(decode_jpeg(list(data), mode=ImageReadMode.RGB, device=device))
     except RuntimeError:
