@@ -13,7 +13,8 @@ so tests can count runs, resumes and overlaps.
 is signalled (SIGTERM: checkpoint, exit 143) or killed, at most :data:`HOLD_MAX_S`. A test
 that needs a stage "still running, with a checkpoint" gets exactly that, on an event,
 instead of many slow steps sized to outlast the slowest worker start on a busy machine.
-A resumed run starts after ``STEP`` and never holds again.
+It holds once per stage (the log says so): a later run, resumed or (wrongly) started
+over, runs through and the test's checks see what it did.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def main(argv: list[str]) -> int:
     ckpt = node.stage_dir / "checkpoints" / "last.json"
     start = json.loads(ckpt.read_text())["step"] if ckpt.is_file() else 0
     runs_log = Path(cfg.runtime.runs_dir) / "fake_runs.log"
+    held = runs_log.is_file() and f"\n{node.name} {node.key} hold " in "\n" + runs_log.read_text()
     with open(runs_log, "a") as fh:
         fh.write(f"{node.name} {node.key} start pid={os.getpid()} from={start} t={time.time():.3f}\n")
     progress = os.environ.get("MKD_PROGRESS_FILE")
@@ -83,7 +85,7 @@ def main(argv: list[str]) -> int:
                 fh.write(json.dumps({"time": time.time(), "stage": node.name, "step": step, "total": total,
                                      "loss": 1.0 / step, "val_acc": 0.5 if step % every == 0 else None,
                                      "eta_s": (total - step) * step_s, "event": "step"}) + "\n")
-        if node.name == hold_stage and step == int(hold_step):
+        if node.name == hold_stage and step == int(hold_step) and not held:
             with open(runs_log, "a") as fh:
                 fh.write(f"{node.name} {node.key} hold pid={os.getpid()} at={step} t={time.time():.3f}\n")
             deadline = time.monotonic() + HOLD_MAX_S

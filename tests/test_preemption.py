@@ -49,12 +49,13 @@ def _finished(q, job_id):
 
 def test_worker_stopped_gracefully_hands_its_stage_back_and_it_resumes_elsewhere_at_no_cost(queue):
     q = queue
-    machine_a = q.start_worker("a", MKD_FAKE_STEP_S="0.5")  # slow on a: still running when it is stopped
-    job = q.submit(q.config(teacher={"training": {"tasks": 60, "checkpoint_every": 5}}))[0]
+    # on a, the teacher holds after its first checkpoint: still running when a is stopped
+    machine_a = q.start_worker("a", MKD_FAKE_HOLD="teacher:rgb@5")
+    job = q.submit(q.config(teacher={"training": {"tasks": 10, "checkpoint_every": 5}}))[0]
     ckpt = lambda: Path(_teacher(q, job.id).stage_dir) / "checkpoints" / "last.json"  # noqa: E731
     wait_for(lambda: ckpt().is_file(), 60, "the teacher's first checkpoint on worker a")
     assert _teacher(q, job.id).worker.startswith("a-")
-    q.start_worker("b", MKD_FAKE_STEP_S="0.01")
+    q.start_worker("b")
     machine_a.send_signal(signal.SIGTERM)  # SLURM --signal / scancel / a spot notice: stop gracefully
     assert machine_a.wait(60) == 0  # stopped; not restarted, no stage left behind
     handed = _teacher(q, job.id)
@@ -75,9 +76,9 @@ def test_worker_stopped_gracefully_hands_its_stage_back_and_it_resumes_elsewhere
 def test_stage_sigtermed_directly_is_handed_back_without_charging_an_attempt(queue):
     """SLURM signals every process of a step: the stage may get SIGTERM before its worker."""
     q = queue
-    q.env["MKD_FAKE_STEP_S"] = "0.2"
+    q.env["MKD_FAKE_HOLD"] = "teacher:rgb@2"  # running, with a checkpoint, until it is signalled
     q.start_worker("w")
-    job = q.submit(q.config(teacher={"training": {"tasks": 40, "checkpoint_every": 2}}), max_attempts=1)[0]
+    job = q.submit(q.config(teacher={"training": {"tasks": 6, "checkpoint_every": 2}}), max_attempts=1)[0]
     ckpt = lambda: Path(_teacher(q, job.id).stage_dir) / "checkpoints" / "last.json"  # noqa: E731
     wait_for(lambda: ckpt().is_file(), 60, "the teacher's first checkpoint")
     os.kill(_teacher(q, job.id).pid, signal.SIGTERM)

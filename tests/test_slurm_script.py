@@ -34,7 +34,8 @@ def test_sbatch_script_and_fake_srun_parse():
 def test_script_starts_one_worker_per_task_and_sigterm_hands_the_running_stage_back(queue):
     q = queue
     env = {**q.env, "PATH": f"{FAKES}{os.pathsep}{os.environ['PATH']}", "SLURM_NTASKS": "2", "SLURM_JOB_ID": "77",
-           "MKD": str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "mkd"), "MKD_FAKE_STEP_S": "0.5"}
+           "MKD": str(Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "mkd"),
+           "MKD_FAKE_HOLD": "teacher:rgb@5"}  # the teacher holds after its first checkpoint until signalled
     if not Path(env["MKD"]).is_file():
         env["MKD"] = f"{os.sys.executable} -m mkdcore.cli.main"
     log = open(q.root / "sbatch.out", "ab")
@@ -45,7 +46,7 @@ def test_script_starts_one_worker_per_task_and_sigterm_hands_the_running_stage_b
     nodes = [f"mkd-77-{i}-gpu{i}@{host}" for i in range(2)]  # task i got GPU i from srun
     for node in nodes:
         wait_for(lambda node=node: (q.runs / "workers" / f"{node}.json").is_file(), 60, f"worker {node} heartbeat")
-    job = q.submit(q.config(teacher={"training": {"tasks": 60, "checkpoint_every": 5}}))[0]
+    job = q.submit(q.config(teacher={"training": {"tasks": 10, "checkpoint_every": 5}}))[0]
     teacher = lambda: q.store().load(job.id).stage("teacher:rgb")  # noqa: E731
     wait_for(lambda: (Path(teacher().stage_dir) / "checkpoints" / "last.json").is_file(), 90, "a teacher checkpoint")
     assert teacher().worker in nodes
