@@ -70,7 +70,9 @@ def test_loaded_model_prepare_head_equals_head(tmp_path: Path, plugin_manager):
     save_model(tmp_path / "model", model.eval(), resolved)
     loaded = api.load_model(tmp_path)
     support, labels, queries = _features(5, 32, 1), torch.tensor([0, 0, 1, 2, 2]), _features(2, 32, 2)
-    assert torch.equal(loaded.prepare_head(support, labels)(queries), loaded.head(support, labels, queries))
+    whole = loaded.head_module(3)(support, labels, queries)  # the deploy head's forward, what an export runs
+    assert torch.equal(loaded.prepare_head(support, labels)(queries), whole)
+    assert torch.equal(loaded.head(support, labels, queries), whole)
 
 
 def test_predict_prepares_the_head_once_for_all_queries(monkeypatch):

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, get_args
 
 import click
 
-#: the choices of a config's ``training.amp`` and ``runtime.decode`` (mkdcore/config.py)
-AMP_CHOICES = ("auto", "none", "bf16", "fp16")
-DECODE_CHOICES = ("auto", "cpu", "cuda")
+from mkdcore.config import RuntimeConfig, Section, TrainingConfig
+
+
+def _setting(section: type[Section], name: str) -> tuple[tuple[Any, ...], Any]:
+    """The choices and default of a config setting (one source: mkdcore/config.py)."""
+    field = section.model_fields[name]
+    return get_args(field.annotation), field.default
+
+
+AMP_CHOICES, AMP_DEFAULT = _setting(TrainingConfig, "amp")
+DECODE_CHOICES, DECODE_DEFAULT = _setting(RuntimeConfig, "decode")
 
 
 @click.command("eval")
@@ -60,8 +69,8 @@ def eval_cmd(model_dir: Path, episodes_file: Path, root: Path | None, device: st
         raise CorruptFileError(f"model spec {model_dir / MODEL_SPEC} is corrupt (its data section: {first_line(exc)}); "
                                f"{redo_remedy(StageDir.containing(model_dir))}") from None
     evaluated = read_card(model_dir)["evaluation"] or {}
-    amp = amp or evaluated.get("amp", "auto")
-    decode = decode or evaluated.get("decode", "auto")
+    amp = amp or evaluated.get("amp", AMP_DEFAULT)  # cards written before the settings were recorded lack them
+    decode = decode or evaluated.get("decode", DECODE_DEFAULT)
     summary = score_on_frames(model, episodes, layout, modality, transform, frames, dev, amp=amp, decode=decode).summary()
     summary.pop("confusion")
     if as_json:

@@ -77,13 +77,7 @@ class LoadedModel(CardView):
              way: int | None = None) -> torch.Tensor:
         """Logits ``(Nq, way)`` of queries against a labelled support set, all as
         features from :meth:`encode`; ``way`` defaults to ``max(label) + 1``."""
-        self._fewshot()
-        for what, t in (("support", support), ("query", queries)):
-            check_features(tuple(t.shape), self.feature_width, self.frames, what, str(self.path))
-        labels = torch.as_tensor(support_labels, dtype=torch.long)
-        way = int(labels.max()) + 1 if way is None else int(way)
-        dev = self.device
-        return self.head_module(way)(support.to(dev, torch.float32), labels.to(dev), queries.to(dev, torch.float32)).cpu()
+        return self.prepare_head(support, support_labels, way)(queries)
 
     @torch.no_grad()
     def prepare_head(self, support: torch.Tensor, support_labels: torch.Tensor,
