@@ -58,9 +58,13 @@ WORKER_GPU = Setting("MKD_WORKER_GPU", None, "The GPU indices a worker owns, com
 WORKER_DEVICES = Setting("MKD_WORKER_DEVICES", "1", "How many devices a worker owns: the largest runtime.devices it runs (set by `mkd worker`).")
 WORKER_QUEUES = Setting("MKD_WORKER_QUEUES", None, "The queues a worker consumes (set by `mkd worker`).")
 STAGE_MODULE = Setting("MKD_STAGE_MODULE", "mkdcore.cli.main", "Module a worker runs stages with (`python -m MODULE run ...`; tests swap it).")
+NO_STAGE_ZYGOTE = Setting("MKD_NO_STAGE_ZYGOTE", None, "Set: a worker starts each stage as a new interpreter instead of forking it from its zygote.")
+STAGE_PRELOAD = Setting("MKD_STAGE_PRELOAD", "torch,torchvision,timm,numpy,PIL.Image,safetensors.torch,yaml,pydantic",
+                        "Libraries a worker's stage zygote imports once, before it forks each stage (comma-separated; libraries only, never mkd code).")
 
 ALL: tuple[Setting, ...] = (RUNS_DIR, BROKER_URL, STATE_DIR, LOAD_PLUGINS, DISABLE_PLUGINS, TRACE_PLUGINS, PROGRESS_FILE, PROGRESS_EVERY,
-                            HEARTBEAT_EVERY, STALE_AFTER, NODE, WORKER_GPU, WORKER_DEVICES, WORKER_QUEUES, STAGE_MODULE)
+                            HEARTBEAT_EVERY, STALE_AFTER, NODE, WORKER_GPU, WORKER_DEVICES, WORKER_QUEUES, STAGE_MODULE,
+                            NO_STAGE_ZYGOTE, STAGE_PRELOAD)
 
 
 def describe() -> list[dict[str, str | None]]:

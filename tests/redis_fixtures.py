@@ -154,7 +154,8 @@ class Queue:
         (self.data / "rgb_l8").mkdir(parents=True)
         self.env = dict(os.environ, MKD_BROKER_URL=server.url, MKD_RUNS_DIR=str(self.runs), PYTHONPATH=str(REPO),
                         MKD_STAGE_MODULE="tests.queue_fake_stage", MKD_HEARTBEAT_EVERY="0.5", MKD_STALE_AFTER="3",
-                        MKD_FAKE_STEP_S="0.01", HF_HUB_OFFLINE="1")
+                        MKD_FAKE_STEP_S="0.01", HF_HUB_OFFLINE="1",
+                        MKD_STAGE_PRELOAD="")  # the fake stage imports no torch: a zygote without it
         self.workers: list[subprocess.Popen] = []
 
     # -------------------------------------------------------------- config

@@ -216,7 +216,7 @@ def test_smoke_experiment_through_the_queue_end_to_end(queue):
         pytest.skip("configs/smoke.yaml is not in this checkout")
     cfg = q.root / "smoke.yaml"
     shutil.copy(smoke, cfg)
-    del q.env["MKD_STAGE_MODULE"]
+    del q.env["MKD_STAGE_MODULE"], q.env["MKD_STAGE_PRELOAD"]  # real stages, forked from a zygote with torch
     q.env["MKD_STALE_AFTER"] = "60"  # torch imports on 2 busy cores must not look like a dead worker
     q.start_workers("a", "b")
     out = q.mkd("submit", str(cfg), "--set", f"runtime.runs_dir={q.runs}", timeout=120)

@@ -28,7 +28,7 @@ def _kill_then_rerun(argv: tuple[str, ...], kind: str, ready: Callable[[Workspac
         before = {p.name for p in (ws.runs / "stages" / kind).iterdir()}
         progress = ws.root / "progress.jsonl"
         # a real process (forked from the zygote, which has torch imported), output discarded
-        proc = zygote().start([ws.fmt(a) for a in argv], ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}),
+        proc = zygote().run([ws.fmt(a) for a in argv], ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}),
                               capture=False)
         deadline = time.monotonic() + 180
         try:
