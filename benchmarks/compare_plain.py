@@ -212,9 +212,15 @@ class Side:
         self.name = label or name
         self.proc = subprocess.Popen([sys.executable, __file__, "--side", name, "--spec", json.dumps(spec)],
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env, cwd=REPO)
-        hello = self._read()
-        self.settings = hello["settings"]
+        self.settings: dict[str, Any] = {}
         self.records: list[dict[str, Any]] = []
+
+    def ready(self) -> "Side":
+        """Wait for the side's hello (torch imported, model built). Sides are started
+        first and waited for after, so their start-ups overlap; tasks are timed only
+        once every side is ready."""
+        self.settings = self._read()["settings"]
+        return self
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -255,6 +261,8 @@ def compare(spec: dict[str, Any], warmup: int, timed: int, echo: Callable[[str],
     sides = {name: Side("plain" if name == "plain" else "mkd", {**spec, "set": spec["set"] + (variants or {}).get(name, [])},
                         label=name) for name in names}
     try:
+        for side in sides.values():
+            side.ready()
         for i in range(warmup + timed):
             order = names if i % 2 == 0 else names[::-1]
             for name in order:
