@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,23 @@ def toy_batch(task: int, n: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(n, 4, generator=g, dtype=torch.float64), torch.randint(0, 3, (n,), generator=g)
 
 
+def term_reaches_me_via(launcher: int) -> None:
+    """SIGTERM the launcher and wait until its forwarded SIGTERM has reached this rank's
+    handler: the request is then in this step's stop vote whatever the machine's load
+    (without the wait, a late signal made the ranks stop one step later)."""
+    arrived = threading.Event()
+    engine_handler = signal.getsignal(signal.SIGTERM)
+
+    def note(signum, frame) -> None:
+        arrived.set()
+        engine_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, note)
+    os.kill(launcher, signal.SIGTERM)
+    assert arrived.wait(60), "the launcher did not forward SIGTERM"
+    signal.signal(signal.SIGTERM, engine_handler)
+
+
 def train_toy(stage_dir: str, kill: dict[str, int] | None = None) -> dict[str, torch.Tensor]:
     """One rank's body (module level: spawned ranks import it). ``kill``: {"rank", "task",
     "how"} to interrupt at a task; "term" SIGTERMs the launcher, "kill" SIGKILLs the rank."""
@@ -47,7 +65,7 @@ def train_toy(stage_dir: str, kill: dict[str, int] | None = None) -> dict[str, t
     def step(task: int, m: torch.nn.Module) -> StepOutput:
         if kill and kill["rank"] == me and kill["task"] == task:
             if kill["how"] == "term":
-                os.kill(os.getppid(), signal.SIGTERM)  # the launcher forwards it to every rank
+                term_reaches_me_via(os.getppid())  # the launcher forwards it to every rank
             else:
                 os.kill(os.getpid(), signal.SIGKILL)
         x, y = toy_batch(task)
