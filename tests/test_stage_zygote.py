@@ -105,3 +105,14 @@ def test_an_environment_the_zygote_cannot_give_starts_a_new_interpreter(stage_en
     assert zygote.unforkable({"OMP_NUM_THREADS": "3", "MKD_X": "1"}, {}) == ["OMP_NUM_THREADS"]
     monkeypatch.setenv("MKD_NO_STAGE_ZYGOTE", "1")
     assert isinstance(spawn(tmp), subprocess.Popen)
+
+
+def test_a_zygote_older_than_a_change_to_this_process_environment_is_replaced(stage_env, monkeypatch):
+    tmp = stage_env
+    first = spawn(tmp)
+    assert isinstance(first, zygote.ForkedProcess) and first.wait(timeout=60) == 0
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")  # e.g. set by a library the task process imported
+    second = spawn(tmp)
+    assert isinstance(second, zygote.ForkedProcess) and second.wait(timeout=60) == 0
+    assert second.zygote is not first.zygote and not first.zygote.alive()
+

@@ -262,9 +262,8 @@ class ForkedProcess:
 class Zygote:
     """One zygote process, started with this process's environment and dying with it."""
 
-    def __init__(self, preload: list[str], env: dict[str, str] | None = None, cwd: str | None = None,
-                 start_timeout: float = 300) -> None:
-        self.env = dict(os.environ if env is None else env)
+    def __init__(self, preload: list[str], cwd: str | None = None, start_timeout: float = 300) -> None:
+        self.env = self.environment()
         self.proc = subprocess.Popen([sys.executable, "-m", "workers.zygote", *preload], env=self.env, cwd=cwd,
                                      stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, bufsize=0,
@@ -276,8 +275,19 @@ class Zygote:
             self.close()
             raise ZygoteDied("the stage zygote did not start")
 
+    @classmethod
+    def environment(cls) -> dict[str, str]:
+        """The environment a zygote starts with: this process's, now."""
+        return dict(os.environ)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    def stale(self) -> bool:
+        """This process's environment has changed since the zygote started in a variable a
+        preloaded library reads at import (a library imported here set one, say): a new
+        zygote would fork what this process would now start."""
+        return bool(unforkable(self.environment(), self.env))
 
     def read(self, timeout: float | None) -> dict[str, Any] | None:
         """The zygote's next answer, or None when none came within ``timeout`` seconds."""
@@ -338,10 +348,10 @@ _SHARED: dict[Callable[[], Zygote], Zygote] = {}
 
 
 def shared(make: Callable[[], Zygote]) -> Zygote:
-    """This process's zygote made by ``make`` (a new one when there is none, it died, or
-    it is busy: a child not waited for); closed when the process exits."""
+    """This process's zygote made by ``make`` (a new one when there is none, it died, it
+    is busy with a child not waited for, or it is stale); closed when the process exits."""
     zygote = _SHARED.get(make)
-    if zygote is None or not zygote.alive() or zygote.busy:
+    if zygote is None or not zygote.alive() or zygote.busy or zygote.stale():
         if zygote is not None:
             zygote.close()
         if not _SHARED:

@@ -29,7 +29,11 @@ class TestZygote(Zygote):
     __test__ = False  # not a test class
 
     def __init__(self) -> None:
-        super().__init__(preload=PRELOAD, env=_without_pytest({**os.environ, "PYTHONPATH": str(REPO)}), cwd=str(REPO))
+        super().__init__(preload=PRELOAD, cwd=str(REPO))
+
+    @classmethod
+    def environment(cls) -> dict[str, str]:
+        return _without_pytest({**os.environ, "PYTHONPATH": str(REPO)})
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str], fsize: int | None = None,
             capture: bool = True) -> ForkedProcess:
