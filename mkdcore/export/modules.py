@@ -54,34 +54,33 @@ class FewShotHead(nn.Module):
         super().__init__()
         self.head, self.way, self.dim, self.branches = head, int(way), int(dim), int(branches)
 
+    def _slices(self) -> list[slice]:
+        """Each branch's part of the feature width."""
+        return [slice(b * self.dim, (b + 1) * self.dim) for b in range(self.branches)]
+
     def forward(self, support: torch.Tensor, support_labels: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
-        logits = None
-        for b in range(self.branches):
-            lo, hi = b * self.dim, (b + 1) * self.dim
-            out = self.head(support[..., lo:hi], support_labels, queries[..., lo:hi], way=self.way)["logits"]
-            logits = out if logits is None else logits + out
-        return logits
+        return _summed([self.head(support[..., part], support_labels, queries[..., part], way=self.way)["logits"]
+                        for part in self._slices()])
 
     def prepare(self, support: torch.Tensor, support_labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
         """``queries -> logits`` as :meth:`forward` gives them, with whatever depends only on
         the support set computed now, once, when the head can (:class:`PreparesSupport`)."""
-        slices = [slice(b * self.dim, (b + 1) * self.dim) for b in range(self.branches)]
-        scorers: list[Callable[[torch.Tensor], torch.Tensor]] = []
-        for part in slices:
-            s = support[..., part]
-            if isinstance(self.head, PreparesSupport):
-                scorers.append(self.head.prepare(s, support_labels, way=self.way))
-            else:
-                scorers.append(lambda q, s=s: self.head(s, support_labels, q, way=self.way)["logits"])
+        scorers = [(part, self._branch_scorer(support[..., part], support_labels)) for part in self._slices()]
+        return lambda queries: _summed([scorer(queries[..., part]) for part, scorer in scorers])
 
-        def logits(queries: torch.Tensor) -> torch.Tensor:
-            out = None
-            for part, scorer in zip(slices, scorers):
-                branch = scorer(queries[..., part])
-                out = branch if out is None else out + branch
-            return out
+    def _branch_scorer(self, support: torch.Tensor, support_labels: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        if isinstance(self.head, PreparesSupport):
+            return self.head.prepare(support, support_labels, way=self.way)
+        return lambda queries: self.head(support, support_labels, queries, way=self.way)["logits"]
 
-        return logits
+
+def _summed(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The branches' logits added in branch order (no ``0 +``: the exported graph has the
+    head's ops and one add per extra branch, nothing else)."""
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
+    return out
 
 
 def check_clips(shape: tuple[int, ...], contract: dict[str, Any], source: str) -> None:
