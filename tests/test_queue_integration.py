@@ -225,6 +225,8 @@ def test_smoke_experiment_through_the_queue_end_to_end(queue):
     done = q.wait_state(job_id, ("succeeded", "failed", "cancelled"), timeout=400)
     assert done.state == "succeeded", [(s.name, s.state, s.message) for s in done.stages if s.state != "succeeded"]
     assert {s.worker.split("-")[0] for s in done.stages if not s.cached} == {"a", "b"}  # parallel branches used both
+    forked = sum(q.worker_log(w).count("forked from the stage zygote") for w in ("a", "b"))
+    assert forked == sum(not s.cached for s in done.stages), "every stage is forked from a zygote with torch imported"
     assert all((q.runs / "stages").glob("report/*/manifest.json"))
     data = json.loads(q.mkd("status", job_id, "--json").stdout)
     assert data["state"] == "succeeded" and all(s["state"] == "succeeded" for s in data["stages"])

@@ -64,6 +64,7 @@ def spawn_stage(config_file: str, stage: str, *, cwd: str, log_path: Path, progr
             spawner = zygote.shared(stage_zygote)
             forked = spawner.start(argv, cwd=cwd_or_none or os.getcwd(), env=env, log=str(log_path), session=True)
             if forked is not None:
+                log.info("%s: forked from the stage zygote (pid %d) as pid %d", stage, spawner.proc.pid, forked.pid)
                 return forked
             log.info("%s: starting %s as a new interpreter", spawner.refusal, stage)
         except zygote.ZygoteDied as exc:

@@ -35,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from celery.signals import worker_process_init
 from celery.utils.log import get_task_logger
 from pydantic import ValidationError
 
@@ -52,7 +53,8 @@ from mkdcore.jobs.store import (
 from mkdcore.parallel import terminate_group
 from workers import drain
 from workers.celery_app import app
-from workers.runner import EXIT_TERMINATED, spawn_stage
+from workers.runner import EXIT_TERMINATED, spawn_stage, stage_zygote, use_zygote
+from workers.zygote import ZygoteDied, shared
 
 log = get_task_logger("mkd.worker")
 
@@ -68,6 +70,17 @@ def _exited_within(proc: subprocess.Popen, seconds: float) -> bool:
     except subprocess.TimeoutExpired:
         return False
     return True
+
+
+@worker_process_init.connect
+def _start_stage_zygote(**_: Any) -> None:
+    """Start this task process's stage zygote now: its imports (torch ...) run while the
+    worker waits for its first stage instead of after that stage is claimed."""
+    if use_zygote():
+        try:
+            shared(stage_zygote)
+        except (OSError, ZygoteDied) as exc:
+            log.warning("no stage zygote (%s): stages start as new interpreters", exc)
 
 
 def node_name(request_hostname: str | None = None) -> str:

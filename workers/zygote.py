@@ -271,9 +271,15 @@ class Zygote:
         self.busy = False
         self.refusal = ""  # why the last start() returned None
         self._buffer = b""  # answers read but not yet returned (select sees the pipe, not a buffer)
-        if self.read(timeout=start_timeout) != {"ready": True}:
-            self.close()
-            raise ZygoteDied("the stage zygote did not start")
+        self._ready = False  # its imports run in the background until the first start()
+        self._start_timeout = start_timeout
+
+    def _wait_ready(self) -> None:
+        if not self._ready:
+            if self.read(timeout=self._start_timeout) != {"ready": True}:
+                self.close()
+                raise ZygoteDied("the stage zygote did not start")
+            self._ready = True
 
     @classmethod
     def environment(cls) -> dict[str, str]:
@@ -317,6 +323,7 @@ class Zygote:
         if blocking:
             self.refusal = f"the environment sets {', '.join(blocking)} differently from the zygote's"
             return None
+        self._wait_ready()
         assert self.proc.stdin is not None
         request = {"argv": argv, "cwd": cwd, "env": env, "log": log, "capture": capture, "session": session,
                    "fsize": fsize}
