@@ -116,3 +116,12 @@ def test_a_zygote_older_than_a_change_to_this_process_environment_is_replaced(st
     assert isinstance(second, zygote.ForkedProcess) and second.wait(timeout=60) == 0
     assert second.zygote is not first.zygote and not first.zygote.alive()
 
+
+def test_the_zygote_refuses_to_fork_once_the_cuda_driver_is_loaded(tmp_path, monkeypatch):
+    maps = tmp_path / "maps"
+    maps.write_text("7f00-7f01 r-xp 00000000 08:01 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n")
+    monkeypatch.setattr(zygote, "MAPS", str(maps))
+    assert zygote._refuse_reason() is None
+    maps.write_text(maps.read_text() + "7f02-7f03 r-xp 00000000 08:01 2 /usr/lib/x86_64-linux-gnu/libcuda.so.570.86\n")
+    assert "libcuda" in zygote._refuse_reason()
+

@@ -66,7 +66,7 @@ def spawn_stage(config_file: str, stage: str, *, cwd: str, log_path: Path, progr
             if forked is not None:
                 log.info("%s: forked from the stage zygote (pid %d) as pid %d", stage, spawner.proc.pid, forked.pid)
                 return forked
-            log.info("%s: starting %s as a new interpreter", spawner.refusal, stage)
+            log.warning("%s: starting %s as a new interpreter", spawner.refusal, stage)
         except zygote.ZygoteDied as exc:
             log.warning("%s; starting %s as a new interpreter", exc, stage)
     with open(log_path, "ab") as out:

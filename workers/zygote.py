@@ -134,10 +134,24 @@ def _child(req: dict[str, Any], out_w: int | None, err_w: int | None, site_path:
             os._exit(code)
 
 
+#: this process's memory map: which shared libraries are loaded
+MAPS = "/proc/self/maps"
+
+
 def _refuse_reason() -> str | None:
+    """Why forking now would hand the child a broken CUDA, if it would. torch's own flag
+    misses a library that asked the CUDA runtime for the device count at import: that
+    loads and initialises the driver (``libcuda``) without a context, and a forked child
+    then fails at its first CUDA call. So a loaded driver counts as initialised."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_initialized():
         return "CUDA is initialised in the zygote"
+    try:
+        with open(MAPS) as maps:
+            if any("/libcuda.so" in line for line in maps):
+                return "the CUDA driver (libcuda) is loaded in the zygote"
+    except OSError:
+        pass  # no /proc: torch's flag is all there is
     return None
 
 
