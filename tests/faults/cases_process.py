@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import Callable
 
 from tests.faults.table import Case
-from tests.faults.workspace import Outcome, Workspace, mkd_env, run_subprocess
+from tests.faults.workspace import REPO, Outcome, Workspace, mkd_env, run_subprocess
 from tests.faults.zygote import zygote
 
 LONGER = ("--set", "training.tasks=16", "--set", "training.checkpoint_every=2", "--set", "training.log_every=1",
@@ -22,14 +23,18 @@ def _new_dirs(ws: Workspace, kind: str, before: set[str]) -> list[Path]:
     return [p for p in (ws.runs / "stages" / kind).iterdir() if p.name not in before]
 
 
-def _kill_then_rerun(argv: tuple[str, ...], kind: str, ready: Callable[[Workspace, list[Path], list[dict]], bool]):
-    """Start ``mkd ARGV``, SIGKILL it once ``ready`` says so, then run it again to the end."""
+def _kill_then_rerun(argv: tuple[str, ...], kind: str, ready: Callable[[Workspace, list[Path], list[dict]], bool],
+                     site: bool = False, at_kill: Callable[[list[Path]], None] | None = None):
+    """Start ``mkd ARGV``, SIGKILL it once ``ready`` says so, then run it again to the end.
+    ``site``: the case's plugin folder (``<ws>/site``) is on both runs' path; ``at_kill``
+    checks the killed run's folders (the state the rerun must recover from)."""
     def call(ws: Workspace) -> Outcome:
         before = {p.name for p in (ws.runs / "stages" / kind).iterdir()}
         progress = ws.root / "progress.jsonl"
+        path = {"PYTHONPATH": os.pathsep.join([str(REPO), str(ws.root / "site")])} if site else {}
         # a real process (forked from the zygote, which has torch imported), output discarded
-        proc = zygote().run([ws.fmt(a) for a in argv], ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}),
-                              capture=False)
+        proc = zygote().run([ws.fmt(a) for a in argv], ws.root,
+                            mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress), **path}), capture=False)
         deadline = time.monotonic() + 180
         try:
             while True:
@@ -42,7 +47,9 @@ def _kill_then_rerun(argv: tuple[str, ...], kind: str, ready: Callable[[Workspac
         finally:
             proc.kill()
             proc.wait()
-        rerun = run_subprocess(ws, [ws.fmt(a) for a in argv])
+        if at_kill:
+            at_kill(_new_dirs(ws, kind, before))
+        rerun = run_subprocess(ws, [ws.fmt(a) for a in argv], env=path)
         return Outcome(rerun.code, rerun.out, rerun.err, extra={"dirs": _new_dirs(ws, kind, before)})
     return call
 
@@ -51,9 +58,48 @@ def _started(stage: str):
     return lambda ws, dirs, events: any(e["stage"] == stage and e["event"] == "start" for e in events)
 
 
-def _after_checkpoint(ws: Workspace, dirs: list[Path], events: list[dict]) -> bool:
-    return any((d / "checkpoints" / "last.pt").is_file() and (d / "metrics.jsonl").is_file()
-               and len((d / "metrics.jsonl").read_text().splitlines()) >= 3 for d in dirs)
+#: a logger that stops the stage, once, right after it logged a task beyond its last
+#: checkpoint: the window a resume must clean up (metrics lines of work it will redo)
+HOLD_PLUGIN = """
+import time
+from pathlib import Path
+
+from mkdcore.hookspecs import hookimpl
+from mkdcore.tracking import Logger
+
+
+class HoldAfterCheckpoint(Logger):
+    def start(self, run):
+        self.last, self.marker = run.stage_dir / "checkpoints" / "last.pt", run.runs_dir.parent / "held"
+
+    def scalars(self, task, values):
+        if self.last.is_file() and not self.marker.exists():
+            self.marker.write_text(str(task))
+            time.sleep(300)  # until the case kills the process
+
+
+@hookimpl
+def register_loggers(register):
+    register("fault_hold", HoldAfterCheckpoint, description="fault tests: hold after a checkpoint")
+"""
+
+
+def _hold_plugin(ws: Workspace) -> None:
+    _install_plugin(ws, "mkd_fault_hold", HOLD_PLUGIN)
+
+
+def _held(ws: Workspace, dirs: list[Path], events: list[dict]) -> bool:
+    return (ws.root / "held").exists()
+
+
+def _work_beyond_checkpoint(dirs: list[Path]) -> None:
+    """The killed run logged a task its last checkpoint does not hold (what the rerun redoes)."""
+    import torch
+
+    (d,) = dirs
+    saved = torch.load(d / "checkpoints" / "last.pt", weights_only=True)["task"]
+    logged = [json.loads(x)["task"] for x in (d / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+    assert logged and max(logged) > saved, f"no metrics line beyond the checkpoint at task {saved}: {logged}"
 
 
 def _finished_cleanly(ws: Workspace, got: Outcome) -> None:
@@ -91,15 +137,21 @@ def _stranger_alive(ws: Workspace, got: Outcome) -> None:
 
 
 # ------------------------------------------------------------------ plugins
+def _install_plugin(ws: Workspace, module: str, source: str) -> None:
+    """A distribution in ``<ws>/site`` whose `mkd` entry point is ``module`` with ``source``."""
+    site = ws.root / "site"
+    name = module.replace("_", "-")
+    dist = site / f"{module}-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[mkd]\n{module.removeprefix('mkd_')} = {module}\n")
+    (site / f"{module}.py").write_text(source)
+    importlib.invalidate_caches()
+
+
 def _broken_plugin(ws: Workspace) -> None:
     """An installed distribution whose `mkd` entry point fails to import."""
-    site = ws.root / "site"
-    dist = site / "mkd_fault_broken-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: mkd-fault-broken\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[mkd]\nfault_broken = mkd_fault_broken\n")
-    (site / "mkd_fault_broken.py").write_text("raise ImportError('mkd_fault_broken needs a module that is not installed')\n")
-    importlib.invalidate_caches()
+    _install_plugin(ws, "mkd_fault_broken", "raise ImportError('mkd_fault_broken needs a module that is not installed')\n")
 
 
 def _reported_once(ws: Workspace, got: Outcome) -> None:
@@ -113,9 +165,11 @@ CASES = [
          "The rerun starts the stage over and finishes; metrics.jsonl has each task once", mode="call", expect_exit=0,
          call=_kill_then_rerun(("run", "{cfg}", "--stages", "student:baseline", *LONGER), "student", _started("student:baseline")),
          check=_finished_cleanly),
-    Case("kill9-after-checkpoint", "kill -9", "`kill -9` a student stage after a checkpoint (task >= 3), then rerun",
+    Case("kill9-after-checkpoint", "kill -9", "`kill -9` a student stage after a checkpoint, once it logged a task beyond it, then rerun",
          "The rerun resumes from last.pt and finishes; metrics.jsonl has each task once", mode="call", expect_exit=0,
-         call=_kill_then_rerun(("run", "{cfg}", "--stages", "student:baseline", *LONGER), "student", _after_checkpoint),
+         setup=_hold_plugin,
+         call=_kill_then_rerun(("run", "{cfg}", "--stages", "student:baseline", *LONGER, "--set", "logging.loggers=[jsonl, fault_hold]"),
+                               "student", _held, site=True, at_kill=_work_beyond_checkpoint),
          check=_finished_cleanly),
     Case("kill9-during-evaluate", "kill -9", "`kill -9` the evaluate stage as it starts, then rerun",
          "The rerun redoes evaluate and writes results; other stages untouched", mode="call", expect_exit=0,
