@@ -42,11 +42,16 @@ def use_zygote() -> bool:
     return sys.platform.startswith("linux") and not settings.NO_STAGE_ZYGOTE.flag()
 
 
-def stage_zygote() -> zygote.Zygote:
-    """A zygote with ``MKD_STAGE_PRELOAD``'s libraries imported (in its order; "" for none)."""
+def stage_preload() -> list[str]:
+    """``MKD_STAGE_PRELOAD``'s libraries, in its order ("" for none; unset: the default)."""
     value = settings.STAGE_PRELOAD.raw()
     names = settings.STAGE_PRELOAD.default if value is None else value
-    return zygote.Zygote(preload=[n.strip() for n in (names or "").split(",") if n.strip()])
+    return [n.strip() for n in (names or "").split(",") if n.strip()]
+
+
+def stage_zygote() -> zygote.Zygote:
+    """A zygote with the stage libraries imported."""
+    return zygote.Zygote(preload=stage_preload())
 
 
 def spawn_stage(config_file: str, stage: str, *, cwd: str, log_path: Path, progress_file: Path,

@@ -15,12 +15,10 @@ import os
 import subprocess
 from pathlib import Path
 
-from mkdcore import settings
+from workers.runner import stage_preload
 from workers.zygote import ForkedProcess, Zygote, shared
 
 REPO = Path(__file__).resolve().parents[2]
-#: what a training/extracting ``mkd`` spends its start on (the worker's default list)
-PRELOAD = [n for n in (settings.STAGE_PRELOAD.default or "").split(",") if n]
 
 
 class TestZygote(Zygote):
@@ -29,7 +27,7 @@ class TestZygote(Zygote):
     __test__ = False  # not a test class
 
     def __init__(self) -> None:
-        super().__init__(preload=PRELOAD, cwd=str(REPO))
+        super().__init__(preload=stage_preload(), cwd=str(REPO))  # what a training `mkd` imports first
 
     @classmethod
     def environment(cls) -> dict[str, str]:
