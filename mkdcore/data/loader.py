@@ -21,6 +21,7 @@ into the same dict, decoded and transformed on the GPU with the same draws.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,8 +167,14 @@ class EpisodeDataset(Dataset):
         return out
 
 
-def _seed_worker(worker_id: int) -> None:
-    """Distinct, reproducible torch/numpy seeds per worker (derived from the loader's base seed)."""
+def _init_worker(worker_id: int) -> None:
+    """Distinct, reproducible torch/numpy seeds per worker (derived from the loader's base
+    seed), and SIGTERM ignored: a cancel or a preemption signals the stage's whole process
+    group, these workers included, and a worker killed by it made the loader raise in the
+    trainer ("DataLoader worker exited unexpectedly": a crash, charged as a failed attempt)
+    before the trainer could checkpoint and exit 143. The trainer stops them when it exits;
+    SIGKILL after the grace period still ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
 
@@ -190,7 +197,7 @@ def episode_loader(
     kwargs: dict[str, Any] = {}
     if num_workers > 0:
         # never plain fork from a process running torch threads (see mkdcore.parallel)
-        kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker,
+        kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_init_worker,
                       multiprocessing_context=worker_context())
     return DataLoader(
         dataset,

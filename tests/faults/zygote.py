@@ -34,10 +34,11 @@ class TestZygote(Zygote):
         return _without_pytest({**os.environ, "PYTHONPATH": str(REPO)})
 
     def run(self, argv: list[str], cwd: Path, env: dict[str, str], fsize: int | None = None,
-            capture: bool = True) -> ForkedProcess:
-        """Fork ``mkd ARGV``; the fault tests' environments differ only in ``MKD_*``."""
+            capture: bool = True, session: bool = False) -> ForkedProcess:
+        """Fork ``mkd ARGV``; the fault tests' environments differ only in ``MKD_*``.
+        ``session``: in a process group of its own, as a queue stage runs."""
         child = self.start(["mkdcore.cli.main", *argv], cwd=str(cwd), env=_without_pytest(env), capture=capture,
-                           fsize=fsize)
+                           fsize=fsize, session=session)
         assert child is not None, f"the zygote cannot fork this command: {self.refusal}"
         return child
 
