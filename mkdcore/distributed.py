@@ -291,7 +291,7 @@ def _rank_main(rank: int, world: int, port: int, device_type: str, threads: int,
         result = fn(*args)
         _report(conn, ("ok", result if rank == 0 else None))
     except Terminated as exc:
-        _report(conn, ("terminated", str(exc)))
+        _report(conn, ("terminated", (str(exc), exc.exit_code)))
     except MkdError as exc:
         _report(conn, ("error", exc))
     except BaseException as exc:  # a bug: the parent re-raises it with this traceback
@@ -325,18 +325,25 @@ def launch(fn: Callable[..., T], args: tuple[Any, ...], world: int, device: "tor
     store = dist.TCPStore("127.0.0.1", 0, None, True, datetime.timedelta(minutes=5), wait_for_workers=False)
     procs: list[Any] = []
     conns: list[Any] = []
-    terminated = {"flag": False}
+    stopped_by: dict[str, int | None] = {"signum": None}
 
     def forward(signum: int, frame: Any) -> None:
-        terminated["flag"] = True
+        """SIGTERM, or a first Ctrl-C: every rank is asked to stop at its step's end (as a
+        SIGTERM: a rank that also got the terminal's Ctrl-C sees one request, not the two
+        Ctrl-C that abort); a second Ctrl-C raises KeyboardInterrupt here (ranks killed)."""
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        stopped_by["signum"] = stopped_by["signum"] or signum
         for p in procs:
             if p.pid is not None and p.exitcode is None:
                 os.kill(p.pid, signal.SIGTERM)
 
+    previous: dict[int, Any] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, forward)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, forward)
     except ValueError:  # not the main thread
-        previous = None
+        previous = {}
     reports: dict[int, tuple[str, Any]] = {}
     try:
         for rank in range(world):
@@ -349,14 +356,14 @@ def launch(fn: Callable[..., T], args: tuple[Any, ...], world: int, device: "tor
             conns.append(parent_end)
         reports = _collect(procs, conns)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         for p in procs:
             if p.is_alive():
                 p.kill()
             p.join()
         del store
-    return _outcome(reports, procs, terminated["flag"], Terminated)  # type: ignore[return-value]
+    return _outcome(reports, procs, stopped_by["signum"], Terminated)  # type: ignore[return-value]
 
 
 def _collect(procs: list[Any], conns: list[Any]) -> dict[int, tuple[str, Any]]:
@@ -390,10 +397,12 @@ def _collect(procs: list[Any], conns: list[Any]) -> dict[int, tuple[str, Any]]:
     return reports
 
 
-def _outcome(reports: dict[int, tuple[str, Any]], procs: list[Any], sigterm: bool, terminated: type[Exception]) -> Any:
+def _outcome(reports: dict[int, tuple[str, Any]], procs: list[Any], stopped_by: int | None,
+             terminated: type[Terminated]) -> Any:
     """One result or one error for the whole group. The cause comes first: a user error
-    (raised alike on every rank), then a rank that died (its peers then fail in a
-    collective), then the first crash to arrive (a bug; its traceback is kept)."""
+    (raised alike on every rank), then a stop request (``stopped_by``: the signal the
+    launcher got, which sets the exit code), then a rank that died (its peers then fail
+    in a collective), then the first crash to arrive (a bug; its traceback is kept)."""
     if all(kind == "ok" for kind, _ in reports.values()):
         return reports[0][1]
     arrived = list(reports.items())  # dicts keep arrival order
@@ -402,9 +411,11 @@ def _outcome(reports: dict[int, tuple[str, Any]], procs: list[Any], sigterm: boo
             raise payload
     for rank, (kind, payload) in arrived:
         if kind == "terminated":
-            raise terminated(payload)
-    if sigterm:
-        raise terminated("stopped by SIGTERM before training started")
+            message, code = payload
+            raise terminated(message, exit_code=128 + stopped_by if stopped_by else code)
+    if stopped_by:
+        raise terminated(f"stopped by {signal.Signals(stopped_by).name} before training started",
+                         exit_code=128 + stopped_by)
     for rank, (kind, payload) in arrived:
         if kind == "died":
             code = procs[rank].exitcode

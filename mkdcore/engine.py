@@ -27,6 +27,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -144,26 +145,47 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 class _Terminator:
-    """Turns SIGTERM into a flag checked at task boundaries."""
+    """Turns SIGTERM, and a first Ctrl-C (SIGINT), into a flag checked at task boundaries:
+    the run stops at the end of its step with a checkpoint, so no finished work is lost.
+    A second Ctrl-C stops at once (Python's usual KeyboardInterrupt), for a step that
+    takes too long to wait for."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self.signum: int | None = None  # the first stop signal
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_Terminator":
-        self.requested = distributed.term_pending()  # a rank cancelled while it started
+        if distributed.term_pending():  # a rank cancelled while it started
+            self.requested, self.signum = True, signal.SIGTERM
         try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread (e.g. tests driving the engine in a thread)
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame) -> None:
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the next Ctrl-C aborts
+            print("\nCtrl-C: stopping after this step with a checkpoint (Ctrl-C again: stop now, losing the step)",
+                  file=sys.stderr, flush=True)
         self.requested = True
+        self.signum = self.signum or signum
+
+    @property
+    def how(self) -> str:
+        return "interrupted (Ctrl-C)" if self.signum == signal.SIGINT else "stopped by SIGTERM"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum or signal.SIGTERM)
 
     def __exit__(self, *exc) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
 
 
 class SilentProgress(ProgressReporter):
@@ -439,7 +461,8 @@ class EpisodicTrainer:
                     if stop:
                         self.progress.event("terminated", task)
                         self.loggers.finish("terminated")
-                        raise Terminated(f"{self.stage_name}: stopped by SIGTERM at task {task}, checkpoint saved")
+                        raise Terminated(f"{self.stage_name}: {term.how} at task {task}, checkpoint saved",
+                                         exit_code=term.exit_code)
         if main:
             self.save(task, step, best)
         self.progress.finish(task)

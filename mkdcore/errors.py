@@ -41,7 +41,12 @@ class TrainingError(MkdError):
 
 
 class Terminated(Exception):
-    """Raised by a training stage after it wrote a checkpoint because SIGTERM arrived;
-    ``mkd run`` turns it into exit code :data:`TERMINATED_EXIT_CODE`. Not an
-    :class:`MkdError`: nothing is wrong with the input (the engine and the rank launcher
-    both raise it, so it lives here, below both)."""
+    """Raised by a training stage after it wrote a checkpoint because SIGTERM (or a first
+    Ctrl-C) arrived; ``mkd run`` exits with :attr:`exit_code`: 128 + the signal, so
+    :data:`TERMINATED_EXIT_CODE` (143) for SIGTERM, which the queue hands back, and 130
+    for Ctrl-C. Not an :class:`MkdError`: nothing is wrong with the input (the engine and
+    the rank launcher both raise it, so it lives here, below both)."""
+
+    def __init__(self, message: str, exit_code: int = TERMINATED_EXIT_CODE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

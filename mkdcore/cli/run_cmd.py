@@ -47,7 +47,7 @@ def run(config_file: Path, stages: str, force: str, list_only: bool, devices: in
 
 def _run_one(cfg: ExperimentConfig, config_file: Path, stages: str, force: str, list_only: bool) -> None:
     """One experiment: list its DAG, or run it and print its table."""
-    from mkdcore.errors import TERMINATED_EXIT_CODE, Terminated  # not via mkdcore.engine: `--list` needs no torch
+    from mkdcore.errors import Terminated  # not via mkdcore.engine: `--list` needs no torch
     from mkdcore.stages.dag import plan
     from mkdcore.stages.runner import run_experiment
 
@@ -65,8 +65,8 @@ def _run_one(cfg: ExperimentConfig, config_file: Path, stages: str, force: str, 
     try:
         nodes, ran = run_experiment(cfg, split(stages) or None, split(force), echo=lambda m: click.echo(m, err=True))
     except Terminated as exc:
-        click.echo(f"stopped: {exc}", err=True)
-        raise SystemExit(TERMINATED_EXIT_CODE)
+        click.echo(f"stopped: {exc}; the same command resumes from it", err=True)
+        raise SystemExit(exc.exit_code)
     results = Path(cfg.runtime.runs_dir) / cfg.name / "results.json"
     if "report" not in ran and nodes["report"].freshness(nodes) and results.is_file():
         from mkdcore.report import load_results, print_table, rows_of
