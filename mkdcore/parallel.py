@@ -28,13 +28,42 @@ def chunks(items: Sequence[T], n: int) -> Iterator[Sequence[T]]:
 
 
 def worker_context(preload: Sequence[str] = ()) -> BaseContext:
-    """The multiprocessing context for worker pools (see the module docstring)."""
+    """The multiprocessing context for worker pools (see the module docstring), its
+    forkserver started now (``preload`` applies only to a forkserver not yet running)."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         ctx = multiprocessing.get_context("forkserver")
         if preload:
             ctx.set_forkserver_preload(list(preload))
+        _start_forkserver_deaf_to_sigterm()
         return ctx
     return multiprocessing.get_context("spawn")
+
+
+def _start_forkserver_deaf_to_sigterm() -> None:
+    """Start this process's forkserver ignoring SIGTERM, so it and every worker it forks
+    never act on one (an ignored signal stays ignored across fork and exec). Why: a cancel
+    or a preemption SIGTERMs the stage's whole process group; the stage checkpoints,
+    exits 143 and stops its workers itself. A forkserver killed by that SIGTERM took the
+    DataLoader workers with it (their watchdog follows their parent, the forkserver), and
+    the trainer, still finishing its step, crashed on "DataLoader worker exited
+    unexpectedly" instead. SIGTERM is also blocked in this thread meanwhile: one sent to
+    this process in that window stays pending (Linux keeps a blocked signal pending
+    even while it is ignored) and reaches the restored handler, never lost."""
+    from multiprocessing import forkserver
+
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        try:
+            handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        except ValueError:  # not the main thread: the forkserver hears SIGTERM
+            handler = None
+        try:
+            forkserver.ensure_running()
+        finally:
+            if handler is not None:
+                signal.signal(signal.SIGTERM, handler)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
 
 
 def pid_alive(pid: int | None) -> bool:
