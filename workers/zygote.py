@@ -13,9 +13,10 @@ status, log file, environment and working directory) that runs its module with
 What is and is not shared with the child, and why it is safe:
 
 * Only libraries are preloaded (what a stage spends its start on: ``MKD_STAGE_PRELOAD``
-  for a worker), never ``mkdcore``, ``plugins`` or
-  ``workers`` code: mkd's own code and plugins are imported afresh in every child, as in a
-  new interpreter (a plugin installed while the worker runs is seen by its next stage).
+  for a worker), never ``mkdcore`` or ``plugins`` code (of ``workers``, only this module,
+  which imports nothing of mkd): mkd's own code and plugins are imported afresh in every
+  child, as in a new interpreter (a plugin installed while the worker runs is seen by
+  its next stage).
 * The zygote is single-threaded and never runs a torch op or initialises CUDA, so no
   OpenMP pool, CUDA context or held lock is copied into a child; it refuses to fork once
   CUDA is initialised (:func:`_refuse_reason`). The same reason lets mkd's own pools use a
