@@ -60,7 +60,7 @@ def test_ctrl_c_during_mkd_run_saves_a_checkpoint_and_exits_130(smoke_template):
     before = set((ws.runs / "stages" / "teacher").iterdir())
     progress = ws.root / "progress.jsonl"
     argv = ["run", str(ws.cfg), "--stages", "teacher:rgb", "--set", "teacher.training.tasks=2000",
-            "--set", "teacher.training.checkpoint_every=1000"]
+            "--set", "teacher.training.checkpoint_every=1000", "--set", "data.num_workers=1"]
     proc = zygote().run(argv, ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}), session=True)
     try:
         def training() -> bool:
@@ -68,7 +68,7 @@ def test_ctrl_c_during_mkd_run_saves_a_checkpoint_and_exits_130(smoke_template):
             return any(e["stage"] == "teacher:rgb" and e["event"] == "progress" and e["step"] >= 4 for e in events)
 
         _until(lambda: training() or proc.poll() is not None, 120)
-        os.kill(proc.pid, signal.SIGINT)  # what the terminal sends on Ctrl-C
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: its loader worker gets it too
         code = proc.wait(timeout=120)
     finally:
         proc.kill()

@@ -169,12 +169,14 @@ class EpisodeDataset(Dataset):
 
 def _init_worker(worker_id: int) -> None:
     """Distinct, reproducible torch/numpy seeds per worker (derived from the loader's base
-    seed), and SIGTERM ignored: a cancel or a preemption signals the stage's whole process
-    group, these workers included, and a worker killed by it made the loader raise in the
-    trainer ("DataLoader worker exited unexpectedly": a crash, charged as a failed attempt)
-    before the trainer could checkpoint and exit 143. The trainer stops them when it exits;
-    SIGKILL after the grace period still ends them."""
+    seed), and SIGTERM and SIGINT ignored: a cancel or a preemption signals the stage's
+    whole process group, and a terminal's Ctrl-C its foreground group, these workers
+    included. A worker ended by either made the trainer fail while it finished its step
+    ("DataLoader worker exited unexpectedly", or a lost shared-memory tensor) instead of
+    checkpointing and exiting 143 / 130. The trainer stops its workers when it exits;
+    SIGKILL, or a second Ctrl-C in the trainer, still ends everything."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
 
