@@ -87,29 +87,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"gpu_check on {card} (torch {torch.__version__}), dense bf16 peak {peak or 'unknown'} TFLOP/s", flush=True)
     import tempfile
 
-    results: dict[str, Any] = {"card": card, "torch": torch.__version__, "peak_bf16_tflops": peak, "runs": []}
-    with tempfile.TemporaryDirectory(prefix="mkd-gpu-check-") as scratch:
-        for model, backbone, extra in runs:
-            sets = sum((["--set", s] for s in extra), [])
-            (res,) = compare_plain.main(["--models", model, "--backbones", backbone, "--sizes", str(size), "--device", device,
-                                         "--warmup", str(warmup), "--tasks", str(tasks), "--scratch", scratch, *sets])
-            tflop = training_tflop(res["spec"])
-            res["train_tflop_per_task"] = tflop
-            for side in ("plain", "mkd"):
-                r = res[side]
-                r["tasks_per_s"] = 1 / r["s_per_task_wall"]
-                r["achieved_tflops"] = tflop / r["s_per_task_wall"]
-                r["mfu"] = r["achieved_tflops"] / peak if peak else None
-            results["runs"].append(res)
-            mfu = lambda r: "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
-            print(f"  {model} {backbone} {size}px: {tflop:.2f} TFLOP/task; tasks/s plain {res['plain']['tasks_per_s']:.2f}, "
-                  f"mkd {res['mkd']['tasks_per_s']:.2f}; MFU plain {mfu(res['plain'])}, mkd {mfu(res['mkd'])}", flush=True)
     decode = HERE / "gpu_decode_check.py"
+    decode_cmd = [sys.executable, str(decode), *decode_args]
+    # on CPU nothing is measured: the decode check runs beside the comparison; on a GPU it
+    # runs after it, so that nothing else shares the card while either measures
+    beside = subprocess.Popen(decode_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) \
+        if args.cpu and decode.is_file() else None
+    results: dict[str, Any] = {"card": card, "torch": torch.__version__, "peak_bf16_tflops": peak, "runs": []}
+    try:
+        with tempfile.TemporaryDirectory(prefix="mkd-gpu-check-") as scratch:
+            for model, backbone, extra in runs:
+                sets = sum((["--set", s] for s in extra), [])
+                (res,) = compare_plain.main(["--models", model, "--backbones", backbone, "--sizes", str(size), "--device", device,
+                                             "--warmup", str(warmup), "--tasks", str(tasks), "--scratch", scratch, *sets])
+                tflop = training_tflop(res["spec"])
+                res["train_tflop_per_task"] = tflop
+                for side in ("plain", "mkd"):
+                    r = res[side]
+                    r["tasks_per_s"] = 1 / r["s_per_task_wall"]
+                    r["achieved_tflops"] = tflop / r["s_per_task_wall"]
+                    r["mfu"] = r["achieved_tflops"] / peak if peak else None
+                results["runs"].append(res)
+                mfu = lambda r: "n/a" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%"
+                print(f"  {model} {backbone} {size}px: {tflop:.2f} TFLOP/task; tasks/s plain {res['plain']['tasks_per_s']:.2f}, "
+                      f"mkd {res['mkd']['tasks_per_s']:.2f}; MFU plain {mfu(res['plain'])}, mkd {mfu(res['mkd'])}", flush=True)
+    except BaseException:
+        if beside is not None:
+            beside.kill()
+        raise
     if decode.is_file():
-        out = subprocess.run([sys.executable, str(decode), *decode_args], capture_output=True, text=True,
-                             timeout=240)
-        print(out.stdout.strip() or out.stderr.strip().splitlines()[-1:], flush=True)
-        results["decode"] = out.stdout.strip()
+        proc = beside or subprocess.Popen(decode_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout, stderr = proc.communicate(timeout=240)
+        print(stdout.strip() or stderr.strip().splitlines()[-1:], flush=True)
+        results["decode"] = stdout.strip()
     results["wall_s"] = time.time() - t0
     print(f"gpu_check done in {results['wall_s']:.0f} s", flush=True)
     if args.out:
