@@ -3,7 +3,6 @@ checkpoint (exit 130, the same command resumes); a second one stops at once."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -53,29 +52,13 @@ def test_the_rank_launcher_exits_with_the_signal_it_got():
 
 
 def test_ctrl_c_during_mkd_run_saves_a_checkpoint_and_exits_130(smoke_template):
-    from tests.faults.workspace import fresh, mkd_env
-    from tests.faults.zygote import zygote
+    from tests.faults.workspace import signal_training_teacher
 
-    ws = fresh(smoke_template)
-    before = set((ws.runs / "stages" / "teacher").iterdir())
-    progress = ws.root / "progress.jsonl"
-    argv = ["run", str(ws.cfg), "--stages", "teacher:rgb", "--set", "teacher.training.tasks=2000",
-            "--set", "teacher.training.checkpoint_every=1000", "--set", "data.num_workers=1"]
-    proc = zygote().run(argv, ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}), session=True)
-    try:
-        def training() -> bool:
-            events = [json.loads(x) for x in progress.read_text().splitlines()] if progress.exists() else []
-            return any(e["stage"] == "teacher:rgb" and e["event"] == "progress" and e["step"] >= 4 for e in events)
-
-        _until(lambda: training() or proc.poll() is not None, 120)
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends on Ctrl-C: its loader worker gets it too
-        code = proc.wait(timeout=120)
-    finally:
-        proc.kill()
-    assert code == 130, proc.err[-3000:]
-    assert "Traceback" not in proc.err
-    assert "Ctrl-C: stopping after this step with a checkpoint" in proc.err
-    assert "interrupted (Ctrl-C) at task" in proc.err and "the same command resumes from it" in proc.err
-    (stage,) = set((ws.runs / "stages" / "teacher").iterdir()) - before
+    # what a terminal sends on Ctrl-C: to its whole foreground group, loader worker included
+    got, stage = signal_training_teacher(smoke_template, signal.SIGINT)
+    assert got.code == 130, got.err[-3000:]
+    assert "Traceback" not in got.err
+    assert "Ctrl-C: stopping after this step with a checkpoint" in got.err
+    assert "interrupted (Ctrl-C) at task" in got.err and "the same command resumes from it" in got.err
     assert 4 <= torch.load(stage / "checkpoints" / "last.pt", weights_only=True)["task"] < 2000
     assert not (stage / "manifest.json").exists()

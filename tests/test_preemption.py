@@ -41,37 +41,13 @@ def test_sigterm_to_a_training_stage_group_with_loader_workers_checkpoints_and_e
     """What the queue does on cancel or preemption (``killpg`` of the stage's group, which
     holds its DataLoader worker processes too): the stage checkpoints and exits 143. A
     worker killed by that SIGTERM made the loader raise instead (a crash, charged)."""
-    import json
-    import time
-
-    from tests.faults.workspace import fresh, mkd_env
-    from tests.faults.zygote import zygote
-
-    ws = fresh(smoke_template)
-    before = set((ws.runs / "stages" / "teacher").iterdir())
-    progress = ws.root / "progress.jsonl"
-    argv = ["run", str(ws.cfg), "--stages", "teacher:rgb", "--set", "data.num_workers=1",
-            "--set", "teacher.training.tasks=2000", "--set", "teacher.training.checkpoint_every=1000"]
-    proc = zygote().run(argv, ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}), session=True)
-    try:
-        def training() -> bool:
-            events = [json.loads(x) for x in progress.read_text().splitlines()] if progress.exists() else []
-            return any(e["stage"] == "teacher:rgb" and e["event"] == "progress" and e["step"] >= 4 for e in events)
-
-        deadline = time.monotonic() + 120
-        while not training():
-            assert proc.poll() is None, proc.err[-3000:]
-            assert time.monotonic() < deadline, "the teacher never trained"
-            time.sleep(0.05)
-        os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=120)
-    finally:
-        proc.kill()
-    assert code == 143, proc.err[-3000:]
-    assert "Traceback" not in proc.err
-    (stage,) = set((ws.runs / "stages" / "teacher").iterdir()) - before
     import torch
 
+    from tests.faults.workspace import signal_training_teacher
+
+    got, stage = signal_training_teacher(smoke_template, signal.SIGTERM)
+    assert got.code == 143, got.err[-3000:]
+    assert "Traceback" not in got.err
     assert 4 <= torch.load(stage / "checkpoints" / "last.pt", weights_only=True)["task"] < 2000
     assert not (stage / "manifest.json").exists()
 

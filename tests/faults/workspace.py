@@ -296,3 +296,38 @@ def run_subprocess(ws: Workspace, argv: list[str], env: dict[str, str] | None = 
 
     code, out, err = run_mkd(argv, ws.root, mkd_env(ws, env), fsize=fsize, timeout=timeout)
     return Outcome(code, out, err)
+
+
+def signal_training_teacher(template: Path, signum: int) -> tuple[Outcome, Path]:
+    """``mkd run --stages teacher:rgb`` on a copy of ``template`` with one DataLoader
+    worker, in a process group of its own (as a queue stage or a terminal's job runs),
+    sent ``signum`` to its whole group once it has trained 4 tasks: its outcome and the
+    stage folder it made."""
+    import time
+
+    from tests.faults.zygote import zygote
+
+    ws = fresh(template)
+    before = set((ws.runs / "stages" / "teacher").iterdir())
+    progress = ws.root / "progress.jsonl"
+    argv = ["run", str(ws.cfg), "--stages", "teacher:rgb", "--set", "data.num_workers=1",
+            "--set", "teacher.training.tasks=2000", "--set", "teacher.training.checkpoint_every=1000"]
+    proc = zygote().run(argv, ws.root, mkd_env(ws, {"MKD_PROGRESS_FILE": str(progress)}), session=True)
+
+    def training() -> bool:
+        events = [json.loads(x) for x in progress.read_text().splitlines()] if progress.exists() else []
+        return any(e["stage"] == "teacher:rgb" and e["event"] == "progress" and e["step"] >= 4 for e in events)
+
+    try:
+        deadline = time.monotonic() + 120
+        while not training():
+            assert proc.poll() is None, proc.err[-3000:]
+            assert time.monotonic() < deadline, "the teacher never trained"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signum)
+        code = proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    (stage,) = set((ws.runs / "stages" / "teacher").iterdir()) - before
+    return Outcome(code, proc.out, proc.err), stage
+
