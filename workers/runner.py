@@ -72,7 +72,7 @@ def spawn_stage(config_file: str, stage: str, *, cwd: str, log_path: Path, progr
                 log.info("%s: forked from the stage zygote (pid %d) as pid %d", stage, spawner.proc.pid, forked.pid)
                 return forked
             log.warning("%s: starting %s as a new interpreter", spawner.refusal, stage)
-        except zygote.ZygoteDied as exc:
+        except (zygote.ZygoteDied, OSError) as exc:  # gone, or could not be started at all
             log.warning("%s; starting %s as a new interpreter", exc, stage)
     with open(log_path, "ab") as out:
         return subprocess.Popen(

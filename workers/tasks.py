@@ -54,7 +54,7 @@ from mkdcore.parallel import terminate_group
 from workers import drain
 from workers.celery_app import app
 from workers.runner import EXIT_TERMINATED, spawn_stage, stage_zygote, use_zygote
-from workers.zygote import ZygoteDied, shared
+from workers.zygote import shared
 
 log = get_task_logger("mkd.worker")
 
@@ -79,7 +79,7 @@ def _start_stage_zygote(**_: Any) -> None:
     if use_zygote():
         try:
             shared(stage_zygote)
-        except (OSError, ZygoteDied) as exc:
+        except OSError as exc:  # it could not be started (its imports run later, in it)
             log.warning("no stage zygote (%s): stages start as new interpreters", exc)
 
 
