@@ -15,7 +15,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 
 
 def ignores_sigterm(pid: int) -> bool:
-    fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+    with open(f"/proc/{pid}/status") as status:
+        fields = dict(line.split(":", 1) for line in status)
     return bool(int(fields["SigIgn"], 16) & (1 << (signal.SIGTERM - 1)))
 
 

@@ -50,7 +50,8 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 #: Variables a child may set differently from the zygote: read after the fork.
 LATE_READ_ENV = frozenset({"CUDA_VISIBLE_DEVICES", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PYTHONPATH"})
@@ -242,7 +243,7 @@ class ForkedProcess:
     ``pid``, ``returncode``, ``poll()``, ``wait(timeout)`` (``TimeoutExpired``), ``kill()``.
     With ``capture``, ``out``/``err`` hold its output once it has exited."""
 
-    def __init__(self, zygote: "Zygote", pid: int, args: list[str]) -> None:
+    def __init__(self, zygote: Zygote, pid: int, args: list[str]) -> None:
         self.zygote, self.pid, self.args = zygote, pid, args
         self.returncode: int | None = None
         self.out = self.err = ""
